@@ -1,0 +1,112 @@
+"""The ``kamiwaza`` command group and the CLI's single error boundary.
+
+Commands raise ``KamiwazaError``s; ``main`` prints ``Error: <message>`` and the
+next step on stderr and exits with the error's code (errors.py). Tracebacks only
+with ``--debug`` / ``KAMIWAZA_DEBUG=1``. Nothing heavy is imported here: ``--help``
+and ``config`` must not pay for the SDK.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+
+from .. import __version__
+from .. import config as settings
+from ..errors import EXIT_ERROR, EXIT_INTERRUPTED, KamiwazaError
+from . import output
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+EPILOG = """\b
+Examples:
+  kamiwaza pull qwen2.5-0.5b-instruct        download (in the platform), with progress
+  kamiwaza pull ./model-Q4_K_M.gguf          register a local GGUF file
+  kamiwaza list                              downloaded models
+  kamiwaza show qwen2.5-0.5b-instruct        files, quantizations, GGUF facts
+  kamiwaza config set-url https://HOST/api   use a Kamiwaza cluster instead
+
+\b
+Environment:
+""" + "\n".join(f"  {s.env:<22} {s.help}" for s in settings.SETTINGS.values())
+
+
+def report(exc: BaseException, debug: bool) -> int:
+    """Print one error the way every command does; return its exit code."""
+    if debug:
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    if isinstance(exc, KamiwazaError):
+        print(f"Error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  → {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    if isinstance(exc, (KeyboardInterrupt, click.exceptions.Abort)):
+        print("\nInterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"Error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+    print("  → run again with --debug for the traceback, and report it", file=sys.stderr)
+    return EXIT_ERROR
+
+
+class KamiwazaGroup(click.Group):
+    """The error boundary: every command's exceptions end here as a message and an exit code."""
+
+    aliases = {"ls": "list"}
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, self.aliases.get(cmd_name, cmd_name))
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException):
+            raise
+        except BrokenPipeError:
+            # stdout closed by `| head`: not an error of ours.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise click.exceptions.Exit(0) from None
+        except (KamiwazaError, KeyboardInterrupt, click.exceptions.Abort, Exception) as exc:
+            debug = settings.debug_enabled() or bool(ctx.obj and ctx.obj.debug)
+            raise click.exceptions.Exit(report(exc, debug)) from None
+
+
+class Context:
+    def __init__(self, url: str | None, debug: bool) -> None:
+        self.url = url
+        self.debug = debug
+
+
+@click.group(cls=KamiwazaGroup, context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
+@click.option("--url", metavar="URL", help="Platform API URL (overrides KAMIWAZA_BASE_URL and the config file).")
+@click.option("--quiet", "-q", is_flag=True, help="Only print data and errors.")
+@click.option("--debug", is_flag=True, help="Show tracebacks and HTTP requests.")
+@click.version_option(__version__, "--version", "-V", prog_name="kamiwaza")
+@click.pass_context
+def cli(ctx: click.Context, url: str | None, quiet: bool, debug: bool) -> None:
+    """kamiwaza: pull, serve and chat with models on the Kamiwaza platform.
+
+    With no URL configured, commands use the embedded local server
+    (http://127.0.0.1:7777/api), starting it when needed.
+    """
+    output.reset()
+    output.quiet = quiet
+    if debug:
+        os.environ["KAMIWAZA_DEBUG"] = "1"
+    ctx.obj = Context(url, debug or settings.debug_enabled())
+
+
+def _register() -> None:
+    from . import config_cmd, models, server_cmd
+
+    for command in (*models.COMMANDS, config_cmd.config, server_cmd.server):
+        cli.add_command(command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="kamiwaza")

@@ -1,0 +1,208 @@
+"""Model commands: ``pull``, ``list``/``ls``, ``show`` and ``rm``.
+
+Thin: parse flags, run a workflow, render its events and results. Progress bars are
+drawn here and only here (on stderr, and only on a terminal).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .. import quantization, workflows
+from ..errors import EXIT_INTERRUPTED
+from . import output
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+
+
+def _connect(ctx: click.Context) -> workflows.Platform:
+    platform, started = workflows.connect(ctx.obj.url)
+    if started:
+        output.info(f"Started the local server at {started.url}")
+    return platform
+
+
+class PullView:
+    """Draws pull events: rich bars on a terminal, a few plain lines otherwise."""
+
+    def __init__(self) -> None:
+        self.progress: Any = None
+        self.tasks: dict[str, Any] = {}
+        self.reported: dict[str, int] = {}
+
+    def start(self, event: workflows.PullStarted) -> None:
+        verb = "Watching the download of" if event.attached else "Downloading"
+        output.info(f"🚀 {verb} {event.name}...")
+        if output.stderr_is_tty() and not output.quiet:
+            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                       TransferSpeedColumn)
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                     TextColumn("{task.percentage:>3.0f}%"), DownloadColumn(), TransferSpeedColumn(),
+                                     TimeRemainingColumn(), console=output.err_console(), transient=False)
+            self.progress.start()
+        for f in event.files:
+            self.update(f)
+
+    def update(self, f: workflows.FileProgress) -> None:
+        if self.progress is not None:
+            if f.file_id not in self.tasks:
+                self.tasks[f.file_id] = self.progress.add_task(f.name, total=f.total, completed=f.done)
+            self.progress.update(self.tasks[f.file_id], completed=f.done, total=f.total)
+            return
+        if not f.total:
+            return
+        quarter = min(4, f.done * 4 // f.total)
+        if quarter > self.reported.get(f.file_id, 0 if f.done < f.total else -1) or f.file_id not in self.reported:
+            self.reported[f.file_id] = quarter
+            output.info(f"  {f.name}: {quarter * 25}% ({output.human_size(f.done)} of {output.human_size(f.total)})")
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+@click.command()
+@click.argument("model")
+@click.option("--quantization", "-q", "quant", metavar="QUANT",
+              help=f"Quantization to fetch when the repo has several (default {quantization.DEFAULT_QUANTIZATION}, "
+                   "with the platform's fallback order).")
+@click.option("--cancel", is_flag=True, help="Cancel this model's download in the platform.")
+@json_option
+@click.pass_context
+def pull(ctx: click.Context, model: str, quant: str | None, cancel: bool, as_json: bool) -> None:
+    """Download MODEL into the platform, with a progress bar per file.
+
+    MODEL is a catalog name (qwen2.5-7b-instruct), a repo id (Qwen/Qwen2.5-7B-Instruct-GGUF),
+    either with :QUANT, a local .gguf path or file:// URL, or an http(s) URL to a .gguf.
+    The download runs in the platform: Ctrl+C detaches, and running the same command
+    again watches it.
+    """
+    platform = _connect(ctx)
+    if cancel:
+        m = workflows.cancel_pull(platform, model)
+        output.info(f"🛑 Download of {m['name']} cancelled")
+        return
+    view = PullView()
+    watching = None
+    try:
+        for event in workflows.pull(platform, model, quant):
+            if isinstance(event, workflows.PullStarted):
+                watching = event
+                view.start(event)
+            elif isinstance(event, workflows.FileProgress):
+                view.update(event)
+            elif isinstance(event, workflows.Stalled):
+                output.info(f"  no bytes received for {event.seconds:.0f} s; still waiting (Ctrl+C detaches)")
+            elif isinstance(event, workflows.AlreadyDownloaded):
+                output.info(f"✨ {event.name} is already downloaded")
+                if as_json:
+                    output.emit_json(_model_row(event.model))
+            elif isinstance(event, workflows.PullDone):
+                view.stop()
+                output.info("✨ Download complete!")
+                if as_json:
+                    output.emit_json(_model_row(event.model))
+    except KeyboardInterrupt:
+        view.stop()
+        if watching is None:
+            raise
+        output.info(f"\n{watching.name} is still downloading in the background; run the same command to watch "
+                    f"(or cancel with: kamiwaza pull --cancel {model})")
+        ctx.exit(EXIT_INTERRUPTED)
+    finally:
+        view.stop()
+
+
+def _quants(model: dict[str, Any], ready_only: bool = True) -> list[str]:
+    names = [f["name"] for f in model.get("m_files") or [] if not ready_only or workflows.file_ready(f)]
+    return quantization.available_quantizations(names)
+
+
+def _model_row(m: dict[str, Any]) -> dict[str, Any]:
+    files = m.get("m_files") or []
+    ready = [f for f in files if workflows.file_ready(f)]
+    return {
+        "id": m.get("id"), "name": m.get("name"), "repo_id": m.get("repo_modelId"), "hub": m.get("hub"),
+        "status": workflows.model_state(m), "quantizations": _quants(m),
+        "files": len(files), "files_ready": len(ready), "size": sum(f.get("size") or 0 for f in ready),
+        "modified": m.get("modified_timestamp"),
+    }
+
+
+@click.command("list")
+@json_option
+@click.pass_context
+def list_models(ctx: click.Context, as_json: bool) -> None:
+    """List the models downloaded to the platform (alias: ls)."""
+    platform = _connect(ctx)
+    rows = [_model_row(m) for m in workflows.list_models(platform)]
+    if as_json:
+        output.emit_json(rows)
+        return
+    if not rows:
+        output.info("No models yet. Pull one with: kamiwaza pull qwen2.5-0.5b-instruct")
+        return
+    table = []
+    for r in rows:
+        files = str(r["files"]) if r["files_ready"] == r["files"] else f"{r['files_ready']}/{r['files']}"
+        name = r["name"] if r["status"] == "ready" else f"{r['name']} ({r['status']})"
+        table.append([name, r["repo_id"] or "-", ",".join(r["quantizations"]) or "-", files,
+                      output.human_size(r["size"]), output.ago(r["modified"])])
+    output.table(["MODEL", "REPO ID", "QUANT", "FILES", "SIZE", "MODIFIED"], table)
+
+
+@click.command()
+@click.argument("model")
+@json_option
+@click.pass_context
+def show(ctx: click.Context, model: str, as_json: bool) -> None:
+    """Show a downloaded MODEL: files, quantizations, configs and GGUF facts."""
+    platform = _connect(ctx)
+    details = workflows.describe(platform, model)
+    if as_json:
+        output.emit_json(details)
+        return
+    m = details["model"]
+    print(f"Model     {m['name']}")
+    print(f"Repo ID   {m['repo_id']}")
+    print(f"Hub       {m['hub'] or '-'}")
+    print(f"ID        {m['id']}")
+    print(f"Status    {m['status']}")
+    if details["quantizations_available"]:
+        print(f"Quants    {', '.join(details['quantizations_available'])} (downloaded: "
+              f"{', '.join(m['quantizations']) or 'none'})")
+    print("Files")
+    output.table(["  NAME", "SIZE", "SHA256", "STATUS"],
+                 [[f"  {f['name']}", output.human_size(f["size"]), (f["sha256"] or "-")[:16], f["status"]]
+                  for f in details["files"]])
+    for fact in details["gguf"]:
+        print(f"GGUF      {fact['file']}: {fact['architecture'] or '?'} "
+              f"{_params(fact['parameters'])}, context {fact['context_length'] or '?'}, "
+              f"{fact['quantization'] or '?'}, chat template: {'yes' if fact['chat_template'] else 'no'}")
+    print("Configs")
+    for c in details["configs"]:
+        print(f"  {c['name'] or c['id']}{' (default)' if c['default'] else ''}  {c['config'] or ''}")
+
+
+def _params(n: int | None) -> str:
+    if not n:
+        return "? params"
+    return f"{n / 1e9:.1f}B params" if n >= 1e9 else f"{n / 1e6:.0f}M params"
+
+
+@click.command()
+@click.argument("models", nargs=-1, required=True)
+@click.option("--force", "-f", is_flag=True, help="Remove even if a deployment uses it.")
+@click.pass_context
+def rm(ctx: click.Context, models: tuple[str, ...], force: bool) -> None:
+    """Remove downloaded MODELS and their files from the platform."""
+    platform = _connect(ctx)
+    for m in workflows.remove(platform, list(models), force=force):
+        output.info(f"🗑  Removed {m['name']}")
+
+
+COMMANDS = [pull, list_models, show, rm]

@@ -1,0 +1,107 @@
+"""How the CLI writes: data to stdout, everything else to stderr, colour only on terminals.
+
+One ``Console`` for each stream, made lazily so ``--help`` doesn't pay for rich.
+``NO_COLOR`` and non-TTY streams get plain text with no escape codes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+_consoles: dict[str, Any] = {}
+quiet = False
+
+
+def _console(stream: str) -> Any:
+    if stream not in _consoles:
+        from rich.console import Console
+
+        target = sys.stdout if stream == "out" else sys.stderr
+        tty = target.isatty()
+        _consoles[stream] = Console(
+            file=target, stderr=stream == "err", no_color=bool(os.environ.get("NO_COLOR")) or not tty,
+            highlight=False, soft_wrap=not tty, force_terminal=tty or None, emoji=tty,
+        )
+    return _consoles[stream]
+
+
+def reset() -> None:
+    """Forget consoles (CliRunner swaps sys.stdout between invocations)."""
+    _consoles.clear()
+
+
+def err_console() -> Any:
+    return _console("err")
+
+
+def out_console() -> Any:
+    return _console("out")
+
+
+def stderr_is_tty() -> bool:
+    return sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+
+
+def info(message: str) -> None:
+    """A status line on stderr (suppressed by --quiet)."""
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    print(f"Warning: {message}", file=sys.stderr, flush=True)
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def table(columns: list[str], rows: list[list[str]]) -> None:
+    """A table on stdout: rich on a terminal, tab-free aligned plain text in pipes."""
+    if sys.stdout.isatty():
+        from rich.table import Table
+
+        t = Table(box=None, pad_edge=False, header_style="bold")
+        for c in columns:
+            t.add_column(c, overflow="fold")
+        for r in rows:
+            t.add_row(*r)
+        out_console().print(t)
+        return
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
+    for line in [columns, *rows]:
+        sys.stdout.write("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() + "\n")
+    sys.stdout.flush()
+
+
+def human_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"
+
+
+def ago(timestamp: str | None) -> str:
+    if not timestamp:
+        return "-"
+    try:
+        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return timestamp
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=timezone.utc)
+    seconds = int((datetime.now(timezone.utc) - then).total_seconds())
+    for unit, span in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= span:
+            n = seconds // span
+            return f"{n} {unit}{'s' if n > 1 else ''} ago"
+    return "just now"

@@ -1,0 +1,100 @@
+"""``kamiwaza server``: start, stop, inspect the embedded local server.
+
+``start`` detaches and waits until the server answers (idempotent); ``--foreground``
+runs it in this process for systemd and containers.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import click
+
+from .. import config as settings
+from ..errors import NotFound
+from ..server import control
+from . import output
+
+
+@click.group()
+def server() -> None:
+    """The embedded local server (a single-node Kamiwaza API on this machine)."""
+
+
+@server.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; anything but loopback "
+              "needs --api-key.")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default: KAMIWAZA_LOCAL_PORT or 7777).")
+@click.option("--api-key", envvar="KAMIWAZA_LOCAL_API_KEY", default=None,
+              help="Require this key as 'Authorization: Bearer KEY' on every route.")
+@click.option("--foreground", is_flag=True, help="Run in this process (for systemd/containers).")
+def start(host: str, port: int | None, api_key: str | None, foreground: bool) -> None:
+    """Start the local server in the background (no-op if it is already running)."""
+    port = port or settings.local_port()
+    home = settings.home()
+    if foreground:
+        from ..server.__main__ import main as run
+
+        if api_key:
+            os.environ["KAMIWAZA_LOCAL_API_KEY"] = api_key
+        sys.exit(run(["--host", host, "--port", str(port), "--home", str(home)]))
+    info, started = control.start(home, host=host, port=port, api_key=api_key)
+    if started:
+        output.info(f"✨ Local server started at {info.url} (pid {info.pid}, logs: {control.log_path(home)})")
+    else:
+        output.info(f"✨ Local server already running at {info.url} (pid {info.pid})")
+
+
+@server.command()
+def stop() -> None:
+    """Stop the local server and everything it started."""
+    info = control.stop(settings.home())
+    if info is None:
+        output.info("The local server is not running")
+        return
+    output.info(f"🛑 Local server stopped (pid {info.pid})")
+
+
+@server.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+def status(as_json: bool) -> None:
+    """Say whether the local server runs, where, and since when."""
+    home = settings.home()
+    info = control.status(home)
+    healthy = bool(info and control.ping(info.url))
+    data = {"running": info is not None, "healthy": healthy, "url": info.url if info else None,
+            "pid": info.pid if info else None, "uptime_seconds": round(time.time() - info.started_at) if info else None,
+            "home": str(home), "log": str(control.log_path(home))}
+    if as_json:
+        output.emit_json(data)
+        return
+    if info is None:
+        raise NotFound("the local server is not running", hint="start it with: kamiwaza server start")
+    state = "running" if healthy else "not answering"
+    print(f"Local server {state} at {info.url} (pid {info.pid}, up {data['uptime_seconds']} s)")
+    print(f"State in {home}; log {data['log']}")
+
+
+@server.command()
+@click.option("--lines", "-n", default=50, show_default=True, help="How many lines from the end.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
+def logs(lines: int, follow: bool) -> None:
+    """Print the local server's log."""
+    home = settings.home()
+    path = control.log_path(home)
+    if not path.exists():
+        raise NotFound(f"no server log at {path}", hint="start the server with: kamiwaza server start")
+    for line in control.tail(home, lines):
+        print(line)
+    if follow:
+        with path.open(errors="replace") as fh:
+            fh.seek(0, os.SEEK_END)
+            while True:
+                line = fh.readline()
+                if line:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+                else:
+                    time.sleep(0.25)

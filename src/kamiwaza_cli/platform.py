@@ -1,0 +1,132 @@
+"""The only module that imports kamiwaza_sdk: builds the client and translates its errors.
+
+Everything the CLI asks a platform goes through ``Platform``; SDK exceptions become
+the CLI's own (errors.py) here and nowhere else, so a message and an exit code are
+decided in one place. The SDK is imported lazily (it costs ~1.5 s) and its chatter is
+contained: its loggers are silenced unless --debug, and what it ``print()``s to
+stdout is sent to stderr so stdout stays data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from .errors import AuthError, DownloadFailed, KamiwazaError, NotFound, PlatformUnreachable, UsageError
+
+T = TypeVar("T")
+
+# requests has no default timeout and the SDK sets none for most calls; a platform
+# that stops answering must give an error, not a hang.
+REQUEST_TIMEOUT = (10.0, 120.0)
+
+
+class Platform:
+    def __init__(self, url: str, *, api_key: str | None = None, is_local: bool = False, debug: bool = False) -> None:
+        self.url = url
+        self.api_key = api_key
+        self.is_local = is_local
+        self.debug = debug
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._make_client()
+        return self._client
+
+    def _make_client(self) -> Any:
+        level = logging.DEBUG if self.debug else logging.CRITICAL
+        # The SDK's constructor calls logging.basicConfig; give the root a handler first
+        # so that call is a no-op, and keep SDK/urllib3 noise off the terminal.
+        root = logging.getLogger()
+        if not root.handlers:
+            root.addHandler(logging.StreamHandler(sys.stderr) if self.debug else logging.NullHandler())
+        for name in ("kamiwaza_sdk", "urllib3", "httpx"):
+            logging.getLogger(name).setLevel(level)
+        with _stdout_to_stderr():
+            from kamiwaza_sdk import KamiwazaClient
+
+            client = KamiwazaClient(self.url, api_key=self.api_key, log_level=level)
+        original = client.session.request
+
+        @functools.wraps(original)
+        def request_with_timeout(method: str, url: str, **kwargs: Any) -> Any:
+            kwargs.setdefault("timeout", REQUEST_TIMEOUT)
+            if kwargs["timeout"] is None:
+                kwargs["timeout"] = REQUEST_TIMEOUT
+            if self.debug:
+                print(f"→ {method} {url}", file=sys.stderr)
+            return original(method, url, **kwargs)
+
+        client.session.request = request_with_timeout
+        return client
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one SDK call with its errors translated and its stdout sent to stderr."""
+        from kamiwaza_sdk import exceptions as sdk
+
+        try:
+            with _stdout_to_stderr():
+                return fn(*args, **kwargs)
+        except sdk.AuthenticationError as exc:
+            raise AuthError(f"not authenticated with {self.url}", hint="log in with: kamiwaza login") from exc
+        except sdk.NonAPIResponseError as exc:
+            raise PlatformUnreachable(f"{self.url} did not answer like a Kamiwaza API",
+                                      hint="check the URL (it must end in /api): kamiwaza config show") from exc
+        except sdk.APIError as exc:
+            raise self._translate(exc) from exc
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """A raw platform call through the SDK's client, for routes the SDK has no method for."""
+        return self.call(self.client._request, method, path, **kwargs)
+
+    def _translate(self, exc: Any) -> KamiwazaError:
+        status = getattr(exc, "status_code", None)
+        detail = _detail(exc)
+        if status is None:
+            hint = "start it with: kamiwaza server start" if self.is_local else "check the URL with: kamiwaza config show"
+            return PlatformUnreachable(f"cannot reach the platform at {self.url}", hint=hint)
+        if status == 403:
+            if "gated" in detail:
+                return AuthError(detail, hint="accept the license on the hub, then restart the server with HF_TOKEN set")
+            return AuthError(f"forbidden: {detail}", hint="ask an administrator for access, or log in as another user")
+        if status == 404:
+            return NotFound(detail)
+        if status in (400, 409, 422):
+            return UsageError(detail) if status != 409 else KamiwazaError(detail)
+        if status == 507:
+            return DownloadFailed(detail, hint="free some disk space, then pull again")
+        if status == 502:
+            return DownloadFailed(detail)
+        return KamiwazaError(f"the platform answered HTTP {status}: {detail}")
+
+
+def _detail(exc: Any) -> str:
+    data = getattr(exc, "response_data", None)
+    if isinstance(data, dict):
+        detail = data.get("detail")
+        if isinstance(detail, str):
+            return detail
+        if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+            first = detail[0]
+            loc = ".".join(str(p) for p in first.get("loc", []) if p != "body")
+            return f"invalid request: {loc}: {first.get('msg', 'invalid')}"
+        if detail is not None:
+            return str(detail)
+    text = getattr(exc, "response_text", None) or str(exc)
+    return text.strip().splitlines()[0][:300] if text.strip() else "no details"
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def sdk_value_error() -> type[ValueError]:
+    return ValueError

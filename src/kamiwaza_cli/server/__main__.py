@@ -1,0 +1,63 @@
+"""``python -m kamiwaza_cli.server``: run the embedded local server in the foreground.
+
+Started detached by ``kamiwaza server start`` or directly under systemd/containers
+(``kamiwaza server start --foreground`` execs the same code). It records itself in
+``$KAMIWAZA_HOME/server.json`` so the CLI can find, check and stop it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from .control import is_loopback, state_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kamiwaza-server")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7777)
+    parser.add_argument("--home", default=None)
+    args = parser.parse_args(argv)
+
+    from ..config import home as default_home
+
+    home = Path(args.home).expanduser() if args.home else default_home()
+    home.mkdir(parents=True, exist_ok=True)
+    api_key = os.environ.get("KAMIWAZA_LOCAL_API_KEY") or None
+    if not is_loopback(args.host) and not api_key:
+        print(f"refusing to listen on {args.host} without an API key: set KAMIWAZA_LOCAL_API_KEY or use "
+              "--api-key (or bind 127.0.0.1)", file=sys.stderr)
+        return 2
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import uvicorn
+
+    from .app import create_app
+
+    app = create_app(home, api_key=api_key)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    state = state_path(home)
+    record = {"pid": os.getpid(), "host": args.host, "port": args.port, "started_at": time.time(),
+              "auth": bool(api_key)}
+    state.write_text(json.dumps(record))
+    try:
+        server.run()
+    finally:
+        try:
+            if json.loads(state.read_text()).get("pid") == os.getpid():
+                state.unlink()
+        except (OSError, ValueError):
+            pass
+    return 0 if server.started else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

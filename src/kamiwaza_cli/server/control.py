@@ -1,0 +1,203 @@
+"""Start, find, check and stop the embedded local server process from the CLI.
+
+The server runs detached in its own session (so Ctrl+C in a terminal never reaches
+it, and ``stop`` can signal its whole process group, engines included), logs to
+``$KAMIWAZA_HOME/server.log`` and records itself in ``server.json``. Readiness is
+``GET /api/ping`` answering; a server that exits while starting is reported with
+the tail of its log. Light imports only: this runs on the CLI's start-up path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import KamiwazaError, PlatformUnreachable, UsageError
+import ipaddress
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    pid: int
+    host: str
+    port: int
+    started_at: float
+    auth: bool = False
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}/api"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def state_path(home: Path) -> Path:
+    return home / "server.json"
+
+
+def log_path(home: Path) -> Path:
+    return home / "server.log"
+
+
+def ping(url: str, timeout: float = 1.0) -> bool:
+    """True when a Kamiwaza API answers /ping at ``url`` (which ends in /api)."""
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/ping", timeout=timeout) as resp:
+            return bool(resp.status == 200)
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401  # a server with an API key is up even if it refuses us
+    except (OSError, ValueError):
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child (not reaped yet) still answers kill(0); treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def status(home: Path) -> ServerInfo | None:
+    """The recorded server if its process is alive, else None (a stale record is removed)."""
+    path = state_path(home)
+    try:
+        data = json.loads(path.read_text())
+        info = ServerInfo(int(data["pid"]), str(data["host"]), int(data["port"]), float(data["started_at"]),
+                          bool(data.get("auth")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not _alive(info.pid):
+        path.unlink(missing_ok=True)
+        return None
+    return info
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def start(home: Path, host: str = "127.0.0.1", port: int = 7777, api_key: str | None = None,
+          timeout: float = 30.0) -> tuple[ServerInfo, bool]:
+    """Start the server detached and wait until it answers; returns (info, started_now)."""
+    current = status(home)
+    if current is not None:
+        if current.port != port or current.host != host:
+            raise UsageError(
+                f"the local server is already running on {current.host}:{current.port}",
+                hint="stop it first with: kamiwaza server stop",
+            )
+        if ping(current.url, timeout=2.0):
+            return current, False
+    if not is_loopback(host) and not api_key:
+        raise UsageError(
+            f"refusing to listen on {host} without an API key",
+            hint=f"use: kamiwaza server start --host {host} --api-key KEY (or KAMIWAZA_LOCAL_API_KEY)",
+        )
+    if not _port_free(host, port):
+        raise UsageError(f"port {port} on {host} is already in use by another program",
+                         hint="pick another with: kamiwaza server start --port PORT")
+    home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if api_key:
+        env["KAMIWAZA_LOCAL_API_KEY"] = api_key
+    log = log_path(home)
+    argv = [sys.executable, "-m", "kamiwaza_cli.server", "--host", host, "--port", str(port), "--home", str(home)]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True, close_fds=True)
+    info = ServerInfo(proc.pid, host, port, time.time(), bool(api_key))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise KamiwazaError(f"the local server exited while starting (code {proc.returncode}): "
+                                f"{_last_line(log)}", hint=f"see the log: {log}")
+        if ping(info.url, timeout=0.5):
+            return info, True
+        time.sleep(0.05)
+    _terminate_group(proc.pid, 5.0)
+    raise PlatformUnreachable(f"the local server did not answer within {timeout:.0f} s",
+                              hint=f"see the log: {log}")
+
+
+def stop(home: Path, timeout: float = 15.0) -> ServerInfo | None:
+    """Stop the recorded server and its process group; None if nothing was running."""
+    info = status(home)
+    if info is None:
+        return None
+    _terminate_group(info.pid, timeout)
+    state_path(home).unlink(missing_ok=True)
+    return info
+
+
+def _terminate_group(pid: int, timeout: float) -> None:
+    """SIGTERM the server's process group, then SIGKILL whatever is left after ``timeout``."""
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return
+    sig_target = pgid if pgid == pid else None
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            if sig_target is not None:
+                os.killpg(sig_target, sig)
+            else:
+                os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                return
+            time.sleep(0.05)
+            try:  # reap it if it is our child (a server started by this very process)
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
+def _last_line(log: Path) -> str:
+    try:
+        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no log"
+    errors = [ln for ln in lines[-30:] if "error" in ln.lower()]
+    return (errors or lines or ["no log"])[-1].strip()[:300]
+
+
+def tail(home: Path, lines: int = 50) -> list[str]:
+    try:
+        return log_path(home).read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []

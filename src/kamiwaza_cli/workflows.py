@@ -1,0 +1,381 @@
+"""Domain steps the commands are made of: connect, resolve names, pull, cancel, remove.
+
+Workflows talk to a ``Platform`` and yield progress *events* (plain dataclasses);
+they never print. Only ``cli/`` turns events into bars and lines, so the same steps
+serve the human output, ``--json`` and ``kamiwaza run``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import catalog, config, quantization
+from .catalog import ModelRef
+from .errors import AuthError, DownloadFailed, KamiwazaError, NotFound, UsageError
+from .platform import Platform
+
+POLL_INTERVAL = 0.5
+STALL_SECONDS = 30.0
+
+
+# Connecting
+
+
+@dataclass(frozen=True)
+class ServerStarted:
+    url: str
+
+
+def connect(url_flag: str | None = None, *, autostart: bool = True) -> tuple[Platform, ServerStarted | None]:
+    """The platform chosen by --url > KAMIWAZA_BASE_URL > config file > local default.
+
+    The default local server is started when it is not running, so ``kamiwaza pull``
+    works on a fresh laptop with nothing else set up.
+    """
+    resolved = config.base_url(url_flag)
+    is_local = resolved.value == config.local_url()
+    platform = Platform(resolved.value or config.local_url(), api_key=config.resolve("api_key").value,
+                        is_local=is_local, debug=config.debug_enabled())
+    started = None
+    if autostart and resolved.source == "default":
+        from .server import control
+
+        if not control.ping(platform.url, timeout=1.0):
+            control.start(config.home(), port=config.local_port())
+            started = ServerStarted(platform.url)
+    return platform, started
+
+
+# Names
+
+
+def _dump(obj: Any) -> dict[str, Any]:
+    return obj.model_dump(mode="json") if hasattr(obj, "model_dump") else dict(obj)
+
+
+def list_models(platform: Platform) -> list[dict[str, Any]]:
+    models = platform.call(platform.client.models.list_models, load_files=True)
+    return [_dump(m) for m in models]
+
+
+def file_ready(f: dict[str, Any]) -> bool:
+    """The SDK's readiness rule: stored, not downloading, not queued again."""
+    return bool(f.get("storage_location")) and not f.get("is_downloading") and f.get("dl_requested_at") is None
+
+
+def model_state(model: dict[str, Any]) -> str:
+    files = model.get("m_files") or []
+    if any(f.get("is_downloading") for f in files):
+        return "downloading"
+    if files and all(file_ready(f) for f in files):
+        return "ready"
+    if any(file_ready(f) for f in files):
+        return "partial"
+    return "incomplete"
+
+
+def find_model(platform: Platform, text: str, models: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A registered model named by friendly name, repo id, path/URL, model name or id prefix."""
+    models = list_models(platform) if models is None else models
+    wanted = text.strip()
+    try:
+        ref = catalog.parse(wanted)
+        keys = {ref.source.lower(), ref.text.lower()}
+        if ref.quant:
+            keys.add(ref.text.rsplit(":", 1)[0].lower())
+    except UsageError:
+        ref = None
+        keys = {wanted.lower()}
+    for m in models:
+        if (m.get("repo_modelId") or "").lower() in keys or (m.get("name") or "").lower() in keys:
+            return m
+    if len(wanted) >= 4:
+        by_id = [m for m in models if str(m.get("id", "")).lower().startswith(wanted.lower())]
+        if len(by_id) == 1:
+            return by_id[0]
+    known = [m["name"] for m in models if m.get("name")]
+    suggestions = catalog.suggest(wanted, known)
+    msg = f"model {wanted!r} is not downloaded"
+    if suggestions:
+        msg += f"; did you mean: {', '.join(suggestions)}?"
+    hint = f"pull it with: kamiwaza pull {wanted}" if ref is not None and ref.kind != "name" else "see models with: kamiwaza list"
+    raise NotFound(msg, hint=hint)
+
+
+def resolve_pull_ref(platform: Platform, text: str, models: list[dict[str, Any]]) -> ModelRef:
+    ref = catalog.parse(text)
+    if ref.kind in ("file", "url") and not platform.is_local and ref.kind == "file":
+        raise UsageError("local files can only be pulled into the local server",
+                         hint="copy the file to the platform, or pull by repo id")
+    if ref.kind != "name":
+        return ref
+    model = None
+    for m in models:
+        if (m.get("name") or "").lower() == ref.source.lower():
+            model = m
+    if model is None:
+        suggestions = catalog.suggest(ref.source, [m["name"] for m in models if m.get("name")])
+        msg = f"unknown model {ref.source!r}"
+        if suggestions:
+            msg += f"; did you mean: {', '.join(suggestions)}?"
+        raise NotFound(msg, hint="use a catalog name, OWNER/REPO, a .gguf path or URL; see: kamiwaza pull --help")
+    return ModelRef(ref.text, "repo", model["repo_modelId"], ref.quant)
+
+
+# Pulling
+
+
+@dataclass
+class FileProgress:
+    file_id: str
+    name: str
+    done: int
+    total: int | None
+    status: str  # downloading | downloaded | failed | cancelled
+    speed: float | None = None
+    eta: int | None = None
+
+
+@dataclass
+class PullStarted:
+    name: str
+    repo_id: str
+    files: list[FileProgress]
+    attached: bool = False  # True when joining a download already running on the platform
+
+
+@dataclass
+class AlreadyDownloaded:
+    name: str
+    repo_id: str
+    model: dict[str, Any]
+
+
+@dataclass
+class Stalled:
+    name: str
+    seconds: float
+
+
+@dataclass
+class PullDone:
+    name: str
+    repo_id: str
+    model: dict[str, Any]
+    files: list[FileProgress] = field(default_factory=list)
+
+
+def pull(platform: Platform, text: str, quant: str | None = None) -> Iterator[Any]:
+    """Download a model on the platform, yielding events until every file is verified."""
+    models = list_models(platform)
+    ref = resolve_pull_ref(platform, text, models)
+    if quant and ref.quant and quant.lower() != ref.quant:
+        raise UsageError(f"two quantizations given: {ref.quant} in the name and {quant} in --quantization")
+    target = (quant or ref.quant or "").lower() or None
+    if target and not quantization.is_valid_tag(target):
+        raise UsageError(f"{target!r} is not a quantization tag (examples: q4_k_m, q6_k, q8_0)")
+    repo_id = ref.source
+
+    existing = next((m for m in models if m.get("repo_modelId") == repo_id), None)
+    if existing is not None:
+        files = existing.get("m_files") or []
+        chosen = [f for f in files if target is None or quantization.matches(f["name"], target)]
+        if chosen and any(f.get("is_downloading") for f in chosen):
+            ids = [f["id"] for f in chosen if f.get("is_downloading")]
+            yield from _watch(platform, existing, ids, attached=True)
+            return
+        if chosen and all(file_ready(f) for f in chosen):
+            yield AlreadyDownloaded(existing["name"], repo_id, existing)
+            return
+
+    result = _initiate(platform, ref, target)
+    model = platform.call(platform.client.models.get_model_by_repo_id, repo_id)
+    if model is None:
+        raise DownloadFailed(f"the platform did not register {repo_id}")
+    model_json = _dump(model)
+    file_ids = [str(i) for i in (result.get("result") or {}).get("files") or []]
+    if (result.get("result") or {}).get("message") == "Files already downloaded":
+        yield AlreadyDownloaded(model_json["name"], repo_id, _dump(platform.call(platform.client.models.get_model,
+                                                                                model_json["id"])))
+        return
+    yield from _watch(platform, model_json, file_ids, attached=False, created=existing is None)
+
+
+def _initiate(platform: Platform, ref: ModelRef, target: str | None) -> dict[str, Any]:
+    try:
+        return dict(platform.call(platform.client.models.initiate_model_download, ref.source,
+                                  quantization=target or quantization.DEFAULT_QUANTIZATION))
+    except ValueError as exc:
+        text = str(exc)
+        if "Available quantizations" in text or "No compatible files" in text:
+            available = text.split("Available quantizations:", 1)[-1].strip() if "Available" in text else "none"
+            raise NotFound(f"{ref.source} has no {target} files; available quantizations: {available}",
+                           hint=f"try: kamiwaza pull {ref.source}:{available.split(',')[0].strip()}") from exc
+        raise _diagnose_missing(platform, ref) from exc
+
+
+def _diagnose_missing(platform: Platform, ref: ModelRef) -> KamiwazaError:
+    """Why the platform found no such model: ask its search for the hub's own error."""
+    try:
+        found = platform.request("POST", "/models/search/", json={"query": ref.source, "exact": False, "limit": 10})
+    except KamiwazaError:
+        found = {}
+    hub_error = (found or {}).get("hub_error") or {}
+    code, message = hub_error.get("code"), hub_error.get("message")
+    if code == "gated":
+        return AuthError(message or f"{ref.source} is gated", hint="accept the license on the hub, then set HF_TOKEN for the server")
+    if code == "offline":
+        return DownloadFailed(message or "the platform cannot reach the hub",
+                              hint="check the server's network (or HF_ENDPOINT), then pull again")
+    if code == "bad_input":
+        return UsageError(message or f"invalid model {ref.source!r}")
+    if ref.kind == "file":
+        return NotFound(message or f"the platform cannot read {ref.source}")
+    suggestions = catalog.suggest(ref.text, [])
+    msg = message or f"{ref.source} was not found"
+    if suggestions and ref.friendly is None:
+        msg += f"; did you mean: {', '.join(suggestions)}?"
+    return NotFound(msg, hint="check the name on the hub, or pick one from: kamiwaza pull --help")
+
+
+def _status_rows(platform: Platform, model_id: str) -> list[dict[str, Any]]:
+    # Raw rows: the SDK's check_download_status swallows errors and drops the extra
+    # fields (bytes, error text) the local server adds.
+    rows = platform.request("GET", "/model_files/download_status/", params={"model_ids": [model_id]})
+    return rows if isinstance(rows, list) else []
+
+
+def _progress(row: dict[str, Any]) -> FileProgress:
+    total = row.get("size")
+    status = "downloading" if row.get("is_downloading") else ("downloaded" if file_ready(row) else "failed")
+    if row.get("download_error") == "cancelled" or (not row.get("is_downloading") and row.get("download_cancelled_at")
+                                                  and not row.get("storage_location")):
+        status = "cancelled"
+    done = row.get("bytes_downloaded")
+    if done is None:
+        pct = row.get("download_percentage") or 0
+        done = int(total * pct / 100) if total else 0
+    return FileProgress(str(row["id"]), row["name"], int(done), total, status, row.get("download_speed"),
+                        row.get("download_eta"))
+
+
+def _watch(platform: Platform, model: dict[str, Any], file_ids: list[str], *, attached: bool,
+           created: bool = False) -> Iterator[Any]:
+    rows = {str(r["id"]): r for r in _status_rows(platform, model["id"])}
+    files = [_progress(rows[i]) for i in file_ids if i in rows]
+    yield PullStarted(model["name"], model["repo_modelId"], files, attached=attached)
+    last_change = time.monotonic()
+    last_done = sum(f.done for f in files)
+    while True:
+        rows = {str(r["id"]): r for r in _status_rows(platform, model["id"])}
+        missing = [i for i in file_ids if i not in rows]
+        if missing:
+            raise DownloadFailed(f"the download of {model['name']} was cancelled",
+                                 hint=f"start it again with: kamiwaza pull {model['repo_modelId']}")
+        files = [_progress(rows[i]) for i in file_ids]
+        for f in files:
+            yield f
+        done = sum(f.done for f in files)
+        if done != last_done:
+            last_done, last_change = done, time.monotonic()
+        elif time.monotonic() - last_change >= STALL_SECONDS:
+            yield Stalled(model["name"], time.monotonic() - last_change)
+            last_change = time.monotonic()
+        if all(f.status != "downloading" for f in files):
+            break
+        time.sleep(POLL_INTERVAL)
+    failed = [(f, rows[f.file_id]) for f in files if f.status != "downloaded"]
+    if failed:
+        f, row = failed[0]
+        reason = row.get("download_error") or "the download stopped before the file was complete"
+        if created:
+            _drop_if_empty(platform, model["id"])
+        if f.status == "cancelled":
+            raise DownloadFailed(f"the download of {model['name']} was cancelled",
+                                 hint=f"start it again with: kamiwaza pull {model['repo_modelId']}")
+        raise DownloadFailed(reason, hint=f"try again with: kamiwaza pull {model['repo_modelId']}")
+    final = _dump(platform.call(platform.client.models.get_model, model["id"]))
+    yield PullDone(final["name"], final["repo_modelId"], final, files)
+
+
+def _drop_if_empty(platform: Platform, model_id: str) -> None:
+    """Remove a model this pull registered when none of its files made it (nothing half-registered)."""
+    try:
+        model = _dump(platform.call(platform.client.models.get_model, model_id))
+    except KamiwazaError:
+        return
+    files = model.get("m_files") or []
+    if not any(file_ready(f) or f.get("is_downloading") for f in files):
+        platform.call(platform.client.models.delete_model, model_id)
+
+
+def cancel_pull(platform: Platform, text: str) -> dict[str, Any]:
+    model = find_model(platform, text)
+    active = [f for f in model.get("m_files") or [] if f.get("is_downloading")]
+    if not active:
+        raise NotFound(f"no download of {model['name']} is in progress", hint="see models with: kamiwaza list")
+    for f in active:
+        platform.request("DELETE", f"/model_files/{f['id']}/download")
+    return model
+
+
+def remove(platform: Platform, texts: list[str], force: bool = False) -> list[dict[str, Any]]:
+    models = list_models(platform)
+    targets = [find_model(platform, t, models) for t in texts]  # resolve all first: no partial rm on a typo
+    for m in targets:
+        platform.call(platform.client.models.delete_model, m["id"])
+    return targets
+
+
+# Describing
+
+
+def describe(platform: Platform, text: str) -> dict[str, Any]:
+    """Everything ``show`` prints about a registered model, as stable JSON-ready data."""
+    model = find_model(platform, text)
+    full = _dump(platform.call(platform.client.models.get_model, model["id"]))
+    full_files = full.get("m_files") or []
+    configs = [_dump(c) for c in platform.call(platform.client.models.get_model_configs, full["id"])]
+    available: list[str] = []
+    if full.get("hub") and full.get("repo_modelId"):
+        try:
+            hub_files = platform.call(platform.client.models.search_hub_model_files,
+                                      {"hub": full["hub"], "model": full["repo_modelId"]})
+            available = quantization.available_quantizations([f.name for f in hub_files])
+        except KamiwazaError:
+            available = []  # the hub may be offline; show what is known locally
+    files = []
+    gguf_facts = []
+    for f in full_files:
+        status = "downloaded" if file_ready(f) else ("downloading" if f.get("is_downloading") else "not downloaded")
+        files.append({"id": f.get("id"), "name": f["name"], "size": f.get("size"), "sha256": f.get("checksum"),
+                      "status": status})
+        if platform.is_local and file_ready(f) and f["name"].lower().endswith(".gguf"):
+            gguf_facts.extend(_gguf_facts(f))
+    ready_names = [f["name"] for f in full_files if file_ready(f)]
+    return {
+        "model": {
+            "id": full.get("id"), "name": full.get("name"), "repo_id": full.get("repo_modelId"), "hub": full.get("hub"),
+            "status": model_state(full), "quantizations": quantization.available_quantizations(ready_names),
+        },
+        "files": files,
+        "quantizations_available": available or quantization.available_quantizations([f["name"] for f in full_files]),
+        "configs": [{"id": c.get("id"), "name": c.get("name"), "default": c.get("default"), "config": c.get("config")}
+                    for c in configs],
+        "gguf": gguf_facts,
+    }
+
+
+def _gguf_facts(f: dict[str, Any]) -> list[dict[str, Any]]:
+    from .gguf import GGUFError, read_gguf
+
+    try:
+        info = read_gguf(f["storage_location"])
+    except (GGUFError, OSError):
+        return []
+    return [{"file": f["name"], "architecture": info.architecture, "parameters": info.parameter_count,
+             "context_length": info.context_length, "quantization": info.quantization,
+             "chat_template": info.has_chat_template}]
