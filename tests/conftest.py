@@ -28,8 +28,17 @@ GEMMA_REPO = "kamiwaza-test/gemma-3-270m-it-GGUF"
 GEMMA_QUANTS = ("Q4_K_M", "Q6_K", "Q8_0")
 TINY_REPO = "kamiwaza-test/tiny-GGUF"
 # Environment a test process must not inherit from the developer's shell.
-_SCRUB = ("KAMIWAZA_BASE_URL", "KAMIWAZA_BASE_URI", "KAMIWAZA_API_KEY", "KAMIWAZA_API_TOKEN", "KAMIWAZA_DEBUG",
-          "KAMIWAZA_LOCAL_API_KEY", "KAMIWAZA_LOCAL_PORT", "HF_TOKEN", "NO_COLOR")
+_SCRUB = (
+    "KAMIWAZA_BASE_URL",
+    "KAMIWAZA_BASE_URI",
+    "KAMIWAZA_API_KEY",
+    "KAMIWAZA_API_TOKEN",
+    "KAMIWAZA_DEBUG",
+    "KAMIWAZA_LOCAL_API_KEY",
+    "KAMIWAZA_LOCAL_PORT",
+    "HF_TOKEN",
+    "NO_COLOR",
+)
 
 
 def free_port() -> int:
@@ -85,10 +94,19 @@ def hub(gemma_path: Path, tiny_files: dict[str, Path], tmp_path_factory: pytest.
     with gemma_path.open("rb") as src:
         truncated.write_bytes(src.read(8 << 20))
     fake = FakeHub()
-    fake.add_repo(GEMMA_REPO, [HubFile(f"gemma-3-270m-it-{q}.gguf", gemma_path) for q in GEMMA_QUANTS]
-                  + [HubFile("README.md", tiny_files["readme"], lfs=False)])
-    fake.add_repo(TINY_REPO, [HubFile("tiny-Q4_K_M.gguf", tiny_files["q4"]), HubFile("tiny-Q8_0.gguf", tiny_files["q8"]),
-                              HubFile("README.md", tiny_files["readme"], lfs=False)])
+    fake.add_repo(
+        GEMMA_REPO,
+        [HubFile(f"gemma-3-270m-it-{q}.gguf", gemma_path) for q in GEMMA_QUANTS]
+        + [HubFile("README.md", tiny_files["readme"], lfs=False)],
+    )
+    fake.add_repo(
+        TINY_REPO,
+        [
+            HubFile("tiny-Q4_K_M.gguf", tiny_files["q4"]),
+            HubFile("tiny-Q8_0.gguf", tiny_files["q8"]),
+            HubFile("README.md", tiny_files["readme"], lfs=False),
+        ],
+    )
     fake.add_repo("kamiwaza-test/gated-GGUF", [HubFile("gated-Q4_K_M.gguf", tiny_files["q4"])], gated=True)
     fake.add_repo("kamiwaza-test/corrupt-GGUF", [HubFile("corrupt-Q4_K_M.gguf", tiny_files["q4"], corrupt=True)])
     fake.add_repo("kamiwaza-test/huge-GGUF", [HubFile("huge-Q4_K_M.gguf", tiny_files["q4"], size_override=10**15)])
@@ -121,17 +139,23 @@ class LocalServer:
         full_env = {**self.env, "KAMIWAZA_BASE_URL": self.url, **(env or {})}
         return runner.invoke(cli, list(args), input=input, env=full_env, catch_exceptions=False)
 
-    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120,
-            base_url: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 120, base_url: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """Run the real ``kamiwaza`` command in a subprocess."""
         full = {**self.env, **({"KAMIWAZA_BASE_URL": self.url} if base_url else {}), **(env or {})}
-        return subprocess.run([sys.executable, "-m", "kamiwaza_cli", *args], env=full, capture_output=True,
-                              text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "kamiwaza_cli", *args], env=full, capture_output=True, text=True, timeout=timeout
+        )
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "kamiwaza_cli", *args],
-                                env={**self.env, "KAMIWAZA_BASE_URL": self.url}, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "kamiwaza_cli", *args],
+            env={**self.env, "KAMIWAZA_BASE_URL": self.url},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def start(self) -> None:
         r = self.run("server", "start", "--port", str(self.port), base_url=False)
@@ -154,8 +178,9 @@ class LocalServer:
 def make_server(tmp: Path, hub_url: str | None) -> LocalServer:
     env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
     port = free_port()
-    env.update(KAMIWAZA_HOME=str(tmp), KAMIWAZA_LOCAL_PORT=str(port), HF_HUB_DISABLE_TELEMETRY="1",
-               HF_HOME=str(tmp / "hf"))
+    env.update(
+        KAMIWAZA_HOME=str(tmp), KAMIWAZA_LOCAL_PORT=str(port), HF_HUB_DISABLE_TELEMETRY="1", HF_HOME=str(tmp / "hf")
+    )
     if hub_url:
         env["HF_ENDPOINT"] = hub_url
     return LocalServer(tmp, port, env)

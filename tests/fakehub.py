@@ -564,9 +564,7 @@ class FakeHub:
 
     # --- repos ------------------------------------------------------------------------------------------
 
-    def add_repo(
-        self, repo_id: str, files: list[HubFile], *, gated: bool = False, commit: str | None = None
-    ) -> None:
+    def add_repo(self, repo_id: str, files: list[HubFile], *, gated: bool = False, commit: str | None = None) -> None:
         """Register (or replace) a model repo. ``commit`` defaults to a stable hash of the repo id."""
         parts = repo_id.split("/")
         if not 1 <= len(parts) <= 2 or not all(parts):

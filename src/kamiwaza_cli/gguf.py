@@ -332,9 +332,7 @@ class _Reader:
             pos += 8
             if n > MAX_STRING_BYTES:
                 self._pos = pos
-                raise self.corrupt(
-                    f"string of {n} bytes at offset {self.offset - 8} exceeds the 16 MiB limit"
-                )
+                raise self.corrupt(f"string of {n} bytes at offset {self.offset - 8} exceeds the 16 MiB limit")
             if len(buf) - pos >= n:
                 pos += n
             else:

@@ -51,7 +51,7 @@ class Platform:
         with _stdout_to_stderr():
             from kamiwaza_sdk import KamiwazaClient
 
-            client = KamiwazaClient(self.url, api_key=self.api_key, log_level=level)
+            client: Any = KamiwazaClient(self.url, api_key=self.api_key, log_level=level)
         original = client.session.request
 
         @functools.wraps(original)
@@ -76,8 +76,10 @@ class Platform:
         except sdk.AuthenticationError as exc:
             raise AuthError(f"not authenticated with {self.url}", hint="log in with: kamiwaza login") from exc
         except sdk.NonAPIResponseError as exc:
-            raise PlatformUnreachable(f"{self.url} did not answer like a Kamiwaza API",
-                                      hint="check the URL (it must end in /api): kamiwaza config show") from exc
+            raise PlatformUnreachable(
+                f"{self.url} did not answer like a Kamiwaza API",
+                hint="check the URL (it must end in /api): kamiwaza config show",
+            ) from exc
         except sdk.APIError as exc:
             raise self._translate(exc) from exc
 
@@ -89,11 +91,15 @@ class Platform:
         status = getattr(exc, "status_code", None)
         detail = _detail(exc)
         if status is None:
-            hint = "start it with: kamiwaza server start" if self.is_local else "check the URL with: kamiwaza config show"
+            hint = (
+                "start it with: kamiwaza server start" if self.is_local else "check the URL with: kamiwaza config show"
+            )
             return PlatformUnreachable(f"cannot reach the platform at {self.url}", hint=hint)
         if status == 403:
             if "gated" in detail:
-                return AuthError(detail, hint="accept the license on the hub, then restart the server with HF_TOKEN set")
+                return AuthError(
+                    detail, hint="accept the license on the hub, then restart the server with HF_TOKEN set"
+                )
             return AuthError(f"forbidden: {detail}", hint="ask an administrator for access, or log in as another user")
         if status == 404:
             return NotFound(detail)

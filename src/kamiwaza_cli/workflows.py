@@ -37,8 +37,12 @@ def connect(url_flag: str | None = None, *, autostart: bool = True) -> tuple[Pla
     """
     resolved = config.base_url(url_flag)
     is_local = resolved.value == config.local_url()
-    platform = Platform(resolved.value or config.local_url(), api_key=config.resolve("api_key").value,
-                        is_local=is_local, debug=config.debug_enabled())
+    platform = Platform(
+        resolved.value or config.local_url(),
+        api_key=config.resolve("api_key").value,
+        is_local=is_local,
+        debug=config.debug_enabled(),
+    )
     started = None
     if autostart and resolved.source == "default":
         from .server import control
@@ -101,15 +105,21 @@ def find_model(platform: Platform, text: str, models: list[dict[str, Any]] | Non
     msg = f"model {wanted!r} is not downloaded"
     if suggestions:
         msg += f"; did you mean: {', '.join(suggestions)}?"
-    hint = f"pull it with: kamiwaza pull {wanted}" if ref is not None and ref.kind != "name" else "see models with: kamiwaza list"
+    hint = (
+        f"pull it with: kamiwaza pull {wanted}"
+        if ref is not None and ref.kind != "name"
+        else "see models with: kamiwaza list"
+    )
     raise NotFound(msg, hint=hint)
 
 
 def resolve_pull_ref(platform: Platform, text: str, models: list[dict[str, Any]]) -> ModelRef:
     ref = catalog.parse(text)
     if ref.kind in ("file", "url") and not platform.is_local and ref.kind == "file":
-        raise UsageError("local files can only be pulled into the local server",
-                         hint="copy the file to the platform, or pull by repo id")
+        raise UsageError(
+            "local files can only be pulled into the local server",
+            hint="copy the file to the platform, or pull by repo id",
+        )
     if ref.kind != "name":
         return ref
     model = None
@@ -198,22 +208,30 @@ def pull(platform: Platform, text: str, quant: str | None = None) -> Iterator[An
     model_json = _dump(model)
     file_ids = [str(i) for i in (result.get("result") or {}).get("files") or []]
     if (result.get("result") or {}).get("message") == "Files already downloaded":
-        yield AlreadyDownloaded(model_json["name"], repo_id, _dump(platform.call(platform.client.models.get_model,
-                                                                                model_json["id"])))
+        yield AlreadyDownloaded(
+            model_json["name"], repo_id, _dump(platform.call(platform.client.models.get_model, model_json["id"]))
+        )
         return
     yield from _watch(platform, model_json, file_ids, attached=False, created=existing is None)
 
 
 def _initiate(platform: Platform, ref: ModelRef, target: str | None) -> dict[str, Any]:
     try:
-        return dict(platform.call(platform.client.models.initiate_model_download, ref.source,
-                                  quantization=target or quantization.DEFAULT_QUANTIZATION))
+        return dict(
+            platform.call(
+                platform.client.models.initiate_model_download,
+                ref.source,
+                quantization=target or quantization.DEFAULT_QUANTIZATION,
+            )
+        )
     except ValueError as exc:
         text = str(exc)
         if "Available quantizations" in text or "No compatible files" in text:
             available = text.split("Available quantizations:", 1)[-1].strip() if "Available" in text else "none"
-            raise NotFound(f"{ref.source} has no {target} files; available quantizations: {available}",
-                           hint=f"try: kamiwaza pull {ref.source}:{available.split(',')[0].strip()}") from exc
+            raise NotFound(
+                f"{ref.source} has no {target} files; available quantizations: {available}",
+                hint=f"try: kamiwaza pull {ref.source}:{available.split(',')[0].strip()}",
+            ) from exc
         raise _diagnose_missing(platform, ref) from exc
 
 
@@ -226,10 +244,14 @@ def _diagnose_missing(platform: Platform, ref: ModelRef) -> KamiwazaError:
     hub_error = (found or {}).get("hub_error") or {}
     code, message = hub_error.get("code"), hub_error.get("message")
     if code == "gated":
-        return AuthError(message or f"{ref.source} is gated", hint="accept the license on the hub, then set HF_TOKEN for the server")
+        return AuthError(
+            message or f"{ref.source} is gated", hint="accept the license on the hub, then set HF_TOKEN for the server"
+        )
     if code == "offline":
-        return DownloadFailed(message or "the platform cannot reach the hub",
-                              hint="check the server's network (or HF_ENDPOINT), then pull again")
+        return DownloadFailed(
+            message or "the platform cannot reach the hub",
+            hint="check the server's network (or HF_ENDPOINT), then pull again",
+        )
     if code == "bad_input":
         return UsageError(message or f"invalid model {ref.source!r}")
     if ref.kind == "file":
@@ -251,19 +273,22 @@ def _status_rows(platform: Platform, model_id: str) -> list[dict[str, Any]]:
 def _progress(row: dict[str, Any]) -> FileProgress:
     total = row.get("size")
     status = "downloading" if row.get("is_downloading") else ("downloaded" if file_ready(row) else "failed")
-    if row.get("download_error") == "cancelled" or (not row.get("is_downloading") and row.get("download_cancelled_at")
-                                                  and not row.get("storage_location")):
+    if row.get("download_error") == "cancelled" or (
+        not row.get("is_downloading") and row.get("download_cancelled_at") and not row.get("storage_location")
+    ):
         status = "cancelled"
     done = row.get("bytes_downloaded")
     if done is None:
         pct = row.get("download_percentage") or 0
         done = int(total * pct / 100) if total else 0
-    return FileProgress(str(row["id"]), row["name"], int(done), total, status, row.get("download_speed"),
-                        row.get("download_eta"))
+    return FileProgress(
+        str(row["id"]), row["name"], int(done), total, status, row.get("download_speed"), row.get("download_eta")
+    )
 
 
-def _watch(platform: Platform, model: dict[str, Any], file_ids: list[str], *, attached: bool,
-           created: bool = False) -> Iterator[Any]:
+def _watch(
+    platform: Platform, model: dict[str, Any], file_ids: list[str], *, attached: bool, created: bool = False
+) -> Iterator[Any]:
     rows = {str(r["id"]): r for r in _status_rows(platform, model["id"])}
     files = [_progress(rows[i]) for i in file_ids if i in rows]
     yield PullStarted(model["name"], model["repo_modelId"], files, attached=attached)
@@ -273,8 +298,10 @@ def _watch(platform: Platform, model: dict[str, Any], file_ids: list[str], *, at
         rows = {str(r["id"]): r for r in _status_rows(platform, model["id"])}
         missing = [i for i in file_ids if i not in rows]
         if missing:
-            raise DownloadFailed(f"the download of {model['name']} was cancelled",
-                                 hint=f"start it again with: kamiwaza pull {model['repo_modelId']}")
+            raise DownloadFailed(
+                f"the download of {model['name']} was cancelled",
+                hint=f"start it again with: kamiwaza pull {model['repo_modelId']}",
+            )
         files = [_progress(rows[i]) for i in file_ids]
         for f in files:
             yield f
@@ -294,8 +321,10 @@ def _watch(platform: Platform, model: dict[str, Any], file_ids: list[str], *, at
         if created:
             _drop_if_empty(platform, model["id"])
         if f.status == "cancelled":
-            raise DownloadFailed(f"the download of {model['name']} was cancelled",
-                                 hint=f"start it again with: kamiwaza pull {model['repo_modelId']}")
+            raise DownloadFailed(
+                f"the download of {model['name']} was cancelled",
+                hint=f"start it again with: kamiwaza pull {model['repo_modelId']}",
+            )
         raise DownloadFailed(reason, hint=f"try again with: kamiwaza pull {model['repo_modelId']}")
     final = _dump(platform.call(platform.client.models.get_model, model["id"]))
     yield PullDone(final["name"], final["repo_modelId"], final, files)
@@ -342,8 +371,9 @@ def describe(platform: Platform, text: str) -> dict[str, Any]:
     available: list[str] = []
     if full.get("hub") and full.get("repo_modelId"):
         try:
-            hub_files = platform.call(platform.client.models.search_hub_model_files,
-                                      {"hub": full["hub"], "model": full["repo_modelId"]})
+            hub_files = platform.call(
+                platform.client.models.search_hub_model_files, {"hub": full["hub"], "model": full["repo_modelId"]}
+            )
             available = quantization.available_quantizations([f.name for f in hub_files])
         except KamiwazaError:
             available = []  # the hub may be offline; show what is known locally
@@ -351,20 +381,27 @@ def describe(platform: Platform, text: str) -> dict[str, Any]:
     gguf_facts = []
     for f in full_files:
         status = "downloaded" if file_ready(f) else ("downloading" if f.get("is_downloading") else "not downloaded")
-        files.append({"id": f.get("id"), "name": f["name"], "size": f.get("size"), "sha256": f.get("checksum"),
-                      "status": status})
+        files.append(
+            {"id": f.get("id"), "name": f["name"], "size": f.get("size"), "sha256": f.get("checksum"), "status": status}
+        )
         if platform.is_local and file_ready(f) and f["name"].lower().endswith(".gguf"):
             gguf_facts.extend(_gguf_facts(f))
     ready_names = [f["name"] for f in full_files if file_ready(f)]
     return {
         "model": {
-            "id": full.get("id"), "name": full.get("name"), "repo_id": full.get("repo_modelId"), "hub": full.get("hub"),
-            "status": model_state(full), "quantizations": quantization.available_quantizations(ready_names),
+            "id": full.get("id"),
+            "name": full.get("name"),
+            "repo_id": full.get("repo_modelId"),
+            "hub": full.get("hub"),
+            "status": model_state(full),
+            "quantizations": quantization.available_quantizations(ready_names),
         },
         "files": files,
         "quantizations_available": available or quantization.available_quantizations([f["name"] for f in full_files]),
-        "configs": [{"id": c.get("id"), "name": c.get("name"), "default": c.get("default"), "config": c.get("config")}
-                    for c in configs],
+        "configs": [
+            {"id": c.get("id"), "name": c.get("name"), "default": c.get("default"), "config": c.get("config")}
+            for c in configs
+        ],
         "gguf": gguf_facts,
     }
 
@@ -376,6 +413,13 @@ def _gguf_facts(f: dict[str, Any]) -> list[dict[str, Any]]:
         info = read_gguf(f["storage_location"])
     except (GGUFError, OSError):
         return []
-    return [{"file": f["name"], "architecture": info.architecture, "parameters": info.parameter_count,
-             "context_length": info.context_length, "quantization": info.quantization,
-             "chat_template": info.has_chat_template}]
+    return [
+        {
+            "file": f["name"],
+            "architecture": info.architecture,
+            "parameters": info.parameter_count,
+            "context_length": info.context_length,
+            "quantization": info.quantization,
+            "chat_template": info.has_chat_template,
+        }
+    ]

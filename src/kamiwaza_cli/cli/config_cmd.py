@@ -47,5 +47,7 @@ def show(as_json: bool) -> None:
     if as_json:
         output.emit_json(rows)
         return
-    output.table(["SETTING", "VALUE", "SOURCE", "ENV"],
-                 [[r["key"], r["value"] or "-", r["source"], r["env"]] for r in rows])
+    output.table(
+        ["SETTING", "VALUE", "SOURCE", "ENV"],
+        [[str(r["key"]), str(r["value"] or "-"), str(r["source"]), str(r["env"])] for r in rows],
+    )

@@ -36,12 +36,25 @@ class PullView:
         verb = "Watching the download of" if event.attached else "Downloading"
         output.info(f"🚀 {verb} {event.name}...")
         if output.stderr_is_tty() and not output.quiet:
-            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                       TransferSpeedColumn)
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
 
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                     TextColumn("{task.percentage:>3.0f}%"), DownloadColumn(), TransferSpeedColumn(),
-                                     TimeRemainingColumn(), console=output.err_console(), transient=False)
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=output.err_console(),
+                transient=False,
+            )
             self.progress.start()
         for f in event.files:
             self.update(f)
@@ -67,9 +80,14 @@ class PullView:
 
 @click.command()
 @click.argument("model")
-@click.option("--quantization", "-q", "quant", metavar="QUANT",
-              help=f"Quantization to fetch when the repo has several (default {quantization.DEFAULT_QUANTIZATION}, "
-                   "with the platform's fallback order).")
+@click.option(
+    "--quantization",
+    "-q",
+    "quant",
+    metavar="QUANT",
+    help=f"Quantization to fetch when the repo has several (default {quantization.DEFAULT_QUANTIZATION}, "
+    "with the platform's fallback order).",
+)
 @click.option("--cancel", is_flag=True, help="Cancel this model's download in the platform.")
 @json_option
 @click.pass_context
@@ -110,8 +128,10 @@ def pull(ctx: click.Context, model: str, quant: str | None, cancel: bool, as_jso
         view.stop()
         if watching is None:
             raise
-        output.info(f"\n{watching.name} is still downloading in the background; run the same command to watch "
-                    f"(or cancel with: kamiwaza pull --cancel {model})")
+        output.info(
+            f"\n{watching.name} is still downloading in the background; run the same command to watch "
+            f"(or cancel with: kamiwaza pull --cancel {model})"
+        )
         ctx.exit(EXIT_INTERRUPTED)
     finally:
         view.stop()
@@ -126,9 +146,15 @@ def _model_row(m: dict[str, Any]) -> dict[str, Any]:
     files = m.get("m_files") or []
     ready = [f for f in files if workflows.file_ready(f)]
     return {
-        "id": m.get("id"), "name": m.get("name"), "repo_id": m.get("repo_modelId"), "hub": m.get("hub"),
-        "status": workflows.model_state(m), "quantizations": _quants(m),
-        "files": len(files), "files_ready": len(ready), "size": sum(f.get("size") or 0 for f in ready),
+        "id": m.get("id"),
+        "name": m.get("name"),
+        "repo_id": m.get("repo_modelId"),
+        "hub": m.get("hub"),
+        "status": workflows.model_state(m),
+        "quantizations": _quants(m),
+        "files": len(files),
+        "files_ready": len(ready),
+        "size": sum(f.get("size") or 0 for f in ready),
         "modified": m.get("modified_timestamp"),
     }
 
@@ -150,8 +176,16 @@ def list_models(ctx: click.Context, as_json: bool) -> None:
     for r in rows:
         files = str(r["files"]) if r["files_ready"] == r["files"] else f"{r['files_ready']}/{r['files']}"
         name = r["name"] if r["status"] == "ready" else f"{r['name']} ({r['status']})"
-        table.append([name, r["repo_id"] or "-", ",".join(r["quantizations"]) or "-", files,
-                      output.human_size(r["size"]), output.ago(r["modified"])])
+        table.append(
+            [
+                name,
+                r["repo_id"] or "-",
+                ",".join(r["quantizations"]) or "-",
+                files,
+                output.human_size(r["size"]),
+                output.ago(r["modified"]),
+            ]
+        )
     output.table(["MODEL", "REPO ID", "QUANT", "FILES", "SIZE", "MODIFIED"], table)
 
 
@@ -173,16 +207,24 @@ def show(ctx: click.Context, model: str, as_json: bool) -> None:
     print(f"ID        {m['id']}")
     print(f"Status    {m['status']}")
     if details["quantizations_available"]:
-        print(f"Quants    {', '.join(details['quantizations_available'])} (downloaded: "
-              f"{', '.join(m['quantizations']) or 'none'})")
+        print(
+            f"Quants    {', '.join(details['quantizations_available'])} (downloaded: "
+            f"{', '.join(m['quantizations']) or 'none'})"
+        )
     print("Files")
-    output.table(["  NAME", "SIZE", "SHA256", "STATUS"],
-                 [[f"  {f['name']}", output.human_size(f["size"]), (f["sha256"] or "-")[:16], f["status"]]
-                  for f in details["files"]])
+    output.table(
+        ["  NAME", "SIZE", "SHA256", "STATUS"],
+        [
+            [f"  {f['name']}", output.human_size(f["size"]), (f["sha256"] or "-")[:16], f["status"]]
+            for f in details["files"]
+        ],
+    )
     for fact in details["gguf"]:
-        print(f"GGUF      {fact['file']}: {fact['architecture'] or '?'} "
-              f"{_params(fact['parameters'])}, context {fact['context_length'] or '?'}, "
-              f"{fact['quantization'] or '?'}, chat template: {'yes' if fact['chat_template'] else 'no'}")
+        print(
+            f"GGUF      {fact['file']}: {fact['architecture'] or '?'} "
+            f"{_params(fact['parameters'])}, context {fact['context_length'] or '?'}, "
+            f"{fact['quantization'] or '?'}, chat template: {'yes' if fact['chat_template'] else 'no'}"
+        )
     print("Configs")
     for c in details["configs"]:
         print(f"  {c['name'] or c['id']}{' (default)' if c['default'] else ''}  {c['config'] or ''}")

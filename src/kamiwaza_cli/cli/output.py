@@ -23,8 +23,13 @@ def _console(stream: str) -> Any:
         target = sys.stdout if stream == "out" else sys.stderr
         tty = target.isatty()
         _consoles[stream] = Console(
-            file=target, stderr=stream == "err", no_color=bool(os.environ.get("NO_COLOR")) or not tty,
-            highlight=False, soft_wrap=not tty, force_terminal=tty or None, emoji=tty,
+            file=target,
+            stderr=stream == "err",
+            no_color=bool(os.environ.get("NO_COLOR")) or not tty,
+            highlight=False,
+            soft_wrap=not tty,
+            force_terminal=tty or None,
+            emoji=tty,
         )
     return _consoles[stream]
 
@@ -75,7 +80,7 @@ def table(columns: list[str], rows: list[list[str]]) -> None:
         return
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
     for line in [columns, *rows]:
-        sys.stdout.write("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() + "\n")
+        sys.stdout.write("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=False)).rstrip() + "\n")
     sys.stdout.flush()
 
 

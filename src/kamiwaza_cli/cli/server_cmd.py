@@ -24,11 +24,18 @@ def server() -> None:
 
 
 @server.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; anything but loopback "
-              "needs --api-key.")
-@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default: KAMIWAZA_LOCAL_PORT or 7777).")
-@click.option("--api-key", envvar="KAMIWAZA_LOCAL_API_KEY", default=None,
-              help="Require this key as 'Authorization: Bearer KEY' on every route.")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to bind; anything but loopback needs --api-key."
+)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=None, help="Port (default: KAMIWAZA_LOCAL_PORT or 7777)."
+)
+@click.option(
+    "--api-key",
+    envvar="KAMIWAZA_LOCAL_API_KEY",
+    default=None,
+    help="Require this key as 'Authorization: Bearer KEY' on every route.",
+)
 @click.option("--foreground", is_flag=True, help="Run in this process (for systemd/containers).")
 def start(host: str, port: int | None, api_key: str | None, foreground: bool) -> None:
     """Start the local server in the background (no-op if it is already running)."""
@@ -64,9 +71,15 @@ def status(as_json: bool) -> None:
     home = settings.home()
     info = control.status(home)
     healthy = bool(info and control.ping(info.url))
-    data = {"running": info is not None, "healthy": healthy, "url": info.url if info else None,
-            "pid": info.pid if info else None, "uptime_seconds": round(time.time() - info.started_at) if info else None,
-            "home": str(home), "log": str(control.log_path(home))}
+    data = {
+        "running": info is not None,
+        "healthy": healthy,
+        "url": info.url if info else None,
+        "pid": info.pid if info else None,
+        "uptime_seconds": round(time.time() - info.started_at) if info else None,
+        "home": str(home),
+        "log": str(control.log_path(home)),
+    }
     if as_json:
         output.emit_json(data)
         return

@@ -31,8 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     home.mkdir(parents=True, exist_ok=True)
     api_key = os.environ.get("KAMIWAZA_LOCAL_API_KEY") or None
     if not is_loopback(args.host) and not api_key:
-        print(f"refusing to listen on {args.host} without an API key: set KAMIWAZA_LOCAL_API_KEY or use "
-              "--api-key (or bind 127.0.0.1)", file=sys.stderr)
+        print(
+            f"refusing to listen on {args.host} without an API key: set KAMIWAZA_LOCAL_API_KEY or use "
+            "--api-key (or bind 127.0.0.1)",
+            file=sys.stderr,
+        )
         return 2
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -41,12 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     from .app import create_app
 
     app = create_app(home, api_key=api_key)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level="warning", access_log=False, timeout_graceful_shutdown=5
+    )
     server = uvicorn.Server(config)
     state = state_path(home)
-    record = {"pid": os.getpid(), "host": args.host, "port": args.port, "started_at": time.time(),
-              "auth": bool(api_key)}
+    record = {
+        "pid": os.getpid(),
+        "host": args.host,
+        "port": args.port,
+        "started_at": time.time(),
+        "auth": bool(api_key),
+    }
     state.write_text(json.dumps(record))
     try:
         server.run()

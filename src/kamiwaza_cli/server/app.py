@@ -83,8 +83,9 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
             header = request.headers.get("authorization", "")
             token = header[7:] if header.lower().startswith("bearer ") else ""
             if not hmac.compare_digest(token.encode(), api_key.encode()):
-                return JSONResponse({"detail": "Not authenticated"}, status_code=401,
-                                    headers={"WWW-Authenticate": "Bearer"})
+                return JSONResponse(
+                    {"detail": "Not authenticated"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+                )
             return await call_next(request)
 
     def store() -> Store:
@@ -110,17 +111,33 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
             done = part.stat().st_size if part is not None and part.exists() else 0
             pct = int(done * 100 / size) if size else 0
         return {
-            "id": row["id"], "name": row["name"], "size": size, "storage_type": "file",
-            "storage_host": "localhost", "storage_location": row["storage_location"], "hub": row["hub"],
-            "model_id": row["m_id"], "checksum": row["checksum"], "checksum_type": row["checksum_type"],
-            "created_timestamp": row["created_timestamp"], "is_downloading": row["is_downloading"],
-            "download_pid": None, "download": row["download"], "dl_requested_at": row["dl_requested_at"],
-            "download_node": "localhost", "download_percentage": pct,
-            "download_elapsed": row["download_elapsed"] or _elapsed(row), "download_remaining": remaining,
-            "download_throughput": throughput, "download_cancelled_at": row["download_cancelled_at"],
+            "id": row["id"],
+            "name": row["name"],
+            "size": size,
+            "storage_type": "file",
+            "storage_host": "localhost",
+            "storage_location": row["storage_location"],
+            "hub": row["hub"],
+            "model_id": row["m_id"],
+            "checksum": row["checksum"],
+            "checksum_type": row["checksum_type"],
+            "created_timestamp": row["created_timestamp"],
+            "is_downloading": row["is_downloading"],
+            "download_pid": None,
+            "download": row["download"],
+            "dl_requested_at": row["dl_requested_at"],
+            "download_node": "localhost",
+            "download_percentage": pct,
+            "download_elapsed": row["download_elapsed"] or _elapsed(row),
+            "download_remaining": remaining,
+            "download_throughput": throughput,
+            "download_cancelled_at": row["download_cancelled_at"],
             # Not in the platform's schema (extra keys are ignored by the SDK); the CLI reads them.
-            "download_speed": speed, "download_eta": eta, "bytes_downloaded": done,
-            "download_error": row["download_error"], "status": file_status(row),
+            "download_speed": speed,
+            "download_eta": eta,
+            "bytes_downloaded": done,
+            "download_error": row["download_error"],
+            "status": file_status(row),
         }
 
     def _partial(row: dict[str, Any]) -> Path | None:
@@ -151,20 +168,40 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
     def model_json(row: dict[str, Any], files: list[dict[str, Any]] | None) -> dict[str, Any]:
         fjson = [file_json(f) for f in files] if files is not None else []
         return {
-            "id": row["id"], "name": row["name"], "repo_modelId": row["repo_modelId"], "hub": row["hub"],
-            "modelfamily": None, "purpose": None, "version": None, "author": row["author"],
-            "source_repository": None, "sha_repository": row["sha_repository"],
-            "description": row["description"], "quantization_details": None, "private": False,
-            "modelcard": None, "hosted": "local", "created_timestamp": row["created_timestamp"],
-            "modified_timestamp": row["modified_timestamp"], "m_files": fjson,
+            "id": row["id"],
+            "name": row["name"],
+            "repo_modelId": row["repo_modelId"],
+            "hub": row["hub"],
+            "modelfamily": None,
+            "purpose": None,
+            "version": None,
+            "author": row["author"],
+            "source_repository": None,
+            "sha_repository": row["sha_repository"],
+            "description": row["description"],
+            "quantization_details": None,
+            "private": False,
+            "modelcard": None,
+            "hosted": "local",
+            "created_timestamp": row["created_timestamp"],
+            "modified_timestamp": row["modified_timestamp"],
+            "m_files": fjson,
             "files_being_downloaded": [f for f in fjson if f["is_downloading"]],
         }
 
     def remote_model_json(remote: sources.RemoteModel) -> dict[str, Any]:
         return {
-            "id": None, "name": remote.name, "repo_modelId": remote.repo_id, "hub": remote.hub,
-            "author": remote.author, "sha_repository": remote.revision, "description": remote.description,
-            "private": False, "hosted": "local", "m_files": [], "files_being_downloaded": [],
+            "id": None,
+            "name": remote.name,
+            "repo_modelId": remote.repo_id,
+            "hub": remote.hub,
+            "author": remote.author,
+            "sha_repository": remote.revision,
+            "description": remote.description,
+            "private": False,
+            "hosted": "local",
+            "m_files": [],
+            "files_being_downloaded": [],
         }
 
     def config_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -172,10 +209,27 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
 
     def status_json(row: dict[str, Any]) -> dict[str, Any]:
         f = file_json(row)
-        keys = ("id", "name", "download", "is_downloading", "storage_location", "download_node",
-                "download_percentage", "download_elapsed", "download_remaining", "download_throughput",
-                "dl_requested_at", "download_pid", "download_cancelled_at", "download_speed", "download_eta",
-                "size", "bytes_downloaded", "download_error", "status")
+        keys = (
+            "id",
+            "name",
+            "download",
+            "is_downloading",
+            "storage_location",
+            "download_node",
+            "download_percentage",
+            "download_elapsed",
+            "download_remaining",
+            "download_throughput",
+            "dl_requested_at",
+            "download_pid",
+            "download_cancelled_at",
+            "download_speed",
+            "download_eta",
+            "size",
+            "bytes_downloaded",
+            "download_error",
+            "status",
+        )
         out = {k: f[k] for k in keys}
         out["m_id"] = row["m_id"]
         out["download"] = bool(row["download"])
@@ -194,8 +248,9 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
         return row
 
     def source_error(exc: SourceError) -> HTTPException:
-        return HTTPException(_SOURCE_STATUS.get(exc.code, 502), exc.message,
-                             headers={"X-Kamiwaza-Error-Code": exc.code})
+        return HTTPException(
+            _SOURCE_STATUS.get(exc.code, 502), exc.message, headers={"X-Kamiwaza-Error-Code": exc.code}
+        )
 
     # Routes
     @app.get("/api/ping")
@@ -269,8 +324,10 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
         if body.files_to_download:
             missing = [n for n in body.files_to_download if n not in by_name]
             if missing:
-                raise HTTPException(404, f"{', '.join(missing)} not found in {repo_id}; it has: "
-                                         f"{', '.join(sorted(by_name)) or 'no files'}")
+                raise HTTPException(
+                    404,
+                    f"{', '.join(missing)} not found in {repo_id}; it has: {', '.join(sorted(by_name)) or 'no files'}",
+                )
             wanted = [by_name[n] for n in dict.fromkeys(body.files_to_download)]
         else:
             names = quantization.select_files(list(by_name), quantization.DEFAULT_QUANTIZATION)
@@ -311,35 +368,67 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
         with s.transaction() as db:
             if existing is None:
                 name = remote.name if remote else repo_id.split("/")[-1]
-                model_id = s.insert_model(db, name=name, repo_modelId=repo_id, hub=hub,
-                                          author=remote.author if remote else repo_id.split("/")[0],
-                                          description=remote.description if remote else None)
+                model_id = s.insert_model(
+                    db,
+                    name=name,
+                    repo_modelId=repo_id,
+                    hub=hub,
+                    author=remote.author if remote else repo_id.split("/")[0],
+                    description=remote.description if remote else None,
+                )
             else:
                 model_id = existing["id"]
                 s.touch_model(db, model_id)
             for f in wanted:
                 row = existing_files.get(f.name)
-                fields = dict(size=f.size, checksum=f.sha256, checksum_type="sha256" if f.sha256 else None,
-                              hub=hub, source_url=f.url)
+                fields = dict(
+                    size=f.size,
+                    checksum=f.sha256,
+                    checksum_type="sha256" if f.sha256 else None,
+                    hub=hub,
+                    source_url=f.url,
+                )
                 if row is None:
                     try:
                         s.blob_path(model_id, f.name)
                     except UnsafeName as exc:
                         raise HTTPException(400, str(exc)) from exc
-                    file_id = s.insert_file(db, m_id=model_id, name=f.name, download=True, is_downloading=True,
-                                            dl_requested_at=now(), **fields)
+                    file_id = s.insert_file(
+                        db,
+                        m_id=model_id,
+                        name=f.name,
+                        download=True,
+                        is_downloading=True,
+                        dl_requested_at=now(),
+                        **fields,
+                    )
                     start.append(file_id)
                 else:
                     file_id = row["id"]
                     if file_status(row) != "downloaded" and not downloads().is_active(file_id):
-                        s.update_file_in(db, file_id, download=True, is_downloading=True, dl_requested_at=now(),
-                                         storage_location=None, download_error=None, download_cancelled_at=None,
-                                         **fields)
+                        s.update_file_in(
+                            db,
+                            file_id,
+                            download=True,
+                            is_downloading=True,
+                            dl_requested_at=now(),
+                            storage_location=None,
+                            download_error=None,
+                            download_cancelled_at=None,
+                            **fields,
+                        )
                         start.append(file_id)
                 ids.append(file_id)
             if not db.execute("SELECT 1 FROM model_configs WHERE m_id = ?", (model_id,)).fetchone():
-                s.insert_config(db, m_id=model_id, name="default", default=True,
-                                description="Default configuration", config={}, system_config={})
+                s.insert_config(
+                    db,
+                    m_id=model_id,
+                    name="default",
+                    default=True,
+                    description="Default configuration",
+                    config={},
+                    system_config={},
+                )
         for file_id in start:
             downloads().start(file_id)
         message = f"Download started for {len(start)} file(s)" if start else "Files already downloaded or downloading"
@@ -366,10 +455,21 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
             if row is not None:
                 out.append(file_json(row))
             else:
-                out.append({"id": None, "name": f.name, "size": f.size, "hub": hub, "checksum": f.sha256,
-                            "checksum_type": "sha256" if f.sha256 else None, "storage_type": None,
-                            "storage_location": None, "is_downloading": False, "download": False,
-                            "model_id": existing["id"] if existing else None})
+                out.append(
+                    {
+                        "id": None,
+                        "name": f.name,
+                        "size": f.size,
+                        "hub": hub,
+                        "checksum": f.sha256,
+                        "checksum_type": "sha256" if f.sha256 else None,
+                        "storage_type": None,
+                        "storage_location": None,
+                        "is_downloading": False,
+                        "download": False,
+                        "model_id": existing["id"] if existing else None,
+                    }
+                )
         return out
 
     @app.get("/api/model_files/download_status/")
@@ -402,8 +502,12 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
             # Nothing of this model is on disk or on its way: don't leave a half-registered model.
             store().delete_model(row["m_id"])
             shutil.rmtree(store().model_dir(row["m_id"]), ignore_errors=True)
-        return {"result": True, "message": f"Download of {row['name']} cancelled", "file_id": row["id"],
-                "cancelled_at": now()}
+        return {
+            "result": True,
+            "message": f"Download of {row['name']} cancelled",
+            "file_id": row["id"],
+            "cancelled_at": now(),
+        }
 
     @app.get("/api/model_configs/")
     def list_configs(model_id: UUID | None = None) -> list[dict[str, Any]]:

@@ -9,6 +9,8 @@ the tail of its log. Light imports only: this runs on the CLI's start-up path.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import os
 import signal
@@ -22,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import KamiwazaError, PlatformUnreachable, UsageError
-import ipaddress
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,9 @@ def status(home: Path) -> ServerInfo | None:
     path = state_path(home)
     try:
         data = json.loads(path.read_text())
-        info = ServerInfo(int(data["pid"]), str(data["host"]), int(data["port"]), float(data["started_at"]),
-                          bool(data.get("auth")))
+        info = ServerInfo(
+            int(data["pid"]), str(data["host"]), int(data["port"]), float(data["started_at"]), bool(data.get("auth"))
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if not _alive(info.pid):
@@ -108,8 +110,9 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def start(home: Path, host: str = "127.0.0.1", port: int = 7777, api_key: str | None = None,
-          timeout: float = 30.0) -> tuple[ServerInfo, bool]:
+def start(
+    home: Path, host: str = "127.0.0.1", port: int = 7777, api_key: str | None = None, timeout: float = 30.0
+) -> tuple[ServerInfo, bool]:
     """Start the server detached and wait until it answers; returns (info, started_now)."""
     current = status(home)
     if current is not None:
@@ -126,8 +129,10 @@ def start(home: Path, host: str = "127.0.0.1", port: int = 7777, api_key: str | 
             hint=f"use: kamiwaza server start --host {host} --api-key KEY (or KAMIWAZA_LOCAL_API_KEY)",
         )
     if not _port_free(host, port):
-        raise UsageError(f"port {port} on {host} is already in use by another program",
-                         hint="pick another with: kamiwaza server start --port PORT")
+        raise UsageError(
+            f"port {port} on {host} is already in use by another program",
+            hint="pick another with: kamiwaza server start --port PORT",
+        )
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if api_key:
@@ -135,20 +140,28 @@ def start(home: Path, host: str = "127.0.0.1", port: int = 7777, api_key: str | 
     log = log_path(home)
     argv = [sys.executable, "-m", "kamiwaza_cli.server", "--host", host, "--port", str(port), "--home", str(home)]
     with log.open("ab") as out:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
     info = ServerInfo(proc.pid, host, port, time.time(), bool(api_key))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise KamiwazaError(f"the local server exited while starting (code {proc.returncode}): "
-                                f"{_last_line(log)}", hint=f"see the log: {log}")
+            raise KamiwazaError(
+                f"the local server exited while starting (code {proc.returncode}): {_last_line(log)}",
+                hint=f"see the log: {log}",
+            )
         if ping(info.url, timeout=0.5):
             return info, True
         time.sleep(0.05)
     _terminate_group(proc.pid, 5.0)
-    raise PlatformUnreachable(f"the local server did not answer within {timeout:.0f} s",
-                              hint=f"see the log: {log}")
+    raise PlatformUnreachable(f"the local server did not answer within {timeout:.0f} s", hint=f"see the log: {log}")
 
 
 def stop(home: Path, timeout: float = 15.0) -> ServerInfo | None:
@@ -181,10 +194,8 @@ def _terminate_group(pid: int, timeout: float) -> None:
             if not _alive(pid):
                 return
             time.sleep(0.05)
-            try:  # reap it if it is our child (a server started by this very process)
+            with contextlib.suppress(ChildProcessError):  # reap it if it is our own child
                 os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
 
 
 def _last_line(log: Path) -> str:

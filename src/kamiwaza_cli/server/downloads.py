@@ -18,6 +18,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,7 +95,7 @@ class DownloadManager:
         self._stopping = threading.Event()
 
     # Public API
-    def check_space(self, files: list[dict[str, object]]) -> None:
+    def check_space(self, files: Sequence[Mapping[str, object]]) -> None:
         """Raise DiskFull when the files still to fetch don't fit, before anything is registered."""
         need = 0
         for f in files:
@@ -116,8 +117,9 @@ class DownloadManager:
                 return  # a second pull of the same file joins the running download
             cancel = threading.Event()
             self._cancel[file_id] = cancel
-            worker = threading.Thread(target=self._run, args=(file_id, cancel), name=f"download-{file_id[:8]}",
-                                      daemon=True)
+            worker = threading.Thread(
+                target=self._run, args=(file_id, cancel), name=f"download-{file_id[:8]}", daemon=True
+            )
             self._workers[file_id] = worker
         worker.start()
 
@@ -174,8 +176,13 @@ class DownloadManager:
         except Cancelled:
             part.unlink(missing_ok=True)
             self.store.update_file(
-                file_id, is_downloading=False, download=False, dl_requested_at=None,
-                download_cancelled_at=now(), download_error="cancelled", download_started_at=None,
+                file_id,
+                is_downloading=False,
+                download=False,
+                dl_requested_at=None,
+                download_cancelled_at=now(),
+                download_error="cancelled",
+                download_started_at=None,
             )
             return
         except Exception as exc:  # noqa: BLE001 - every failure is recorded on the file row
@@ -184,16 +191,27 @@ class DownloadManager:
                 part.unlink(missing_ok=True)
             log.warning("download of %s failed: %s", row["name"], message)
             self.store.update_file(
-                file_id, is_downloading=False, download=False, dl_requested_at=None,
-                download_error=message, download_started_at=None if not keep_partial else started_at,
+                file_id,
+                is_downloading=False,
+                download=False,
+                dl_requested_at=None,
+                download_error=message,
+                download_started_at=None if not keep_partial else started_at,
             )
             return
         finally:
             self._progress.pop(file_id, None)
         self.store.update_file(
-            file_id, storage_location=str(dest), is_downloading=False, dl_requested_at=None,
-            download_elapsed=mmss(time.monotonic() - t0), checksum=digest, checksum_type="sha256", size=size,
-            download_error=None, download_started_at=None,
+            file_id,
+            storage_location=str(dest),
+            is_downloading=False,
+            dl_requested_at=None,
+            download_elapsed=mmss(time.monotonic() - t0),
+            checksum=digest,
+            checksum_type="sha256",
+            size=size,
+            download_error=None,
+            download_started_at=None,
         )
         log.info("downloaded %s (%d bytes)", row["name"], size)
 
@@ -244,10 +262,14 @@ class DownloadManager:
     def _verify(row: dict[str, object], part: Path, digest: str, size: int) -> None:
         expected_size = _int(row["size"])
         if expected_size is not None and size != expected_size:
-            raise VerifyError(f"{row['name']} is {size} bytes, expected {expected_size}: the source sent a truncated file")
+            raise VerifyError(
+                f"{row['name']} is {size} bytes, expected {expected_size}: the source sent a truncated file"
+            )
         expected_sha = _str(row["checksum"])
         if expected_sha and expected_sha.lower() != digest:
-            raise VerifyError(f"checksum mismatch for {row['name']}: expected sha256 {expected_sha[:12]}…, got {digest[:12]}…")
+            raise VerifyError(
+                f"checksum mismatch for {row['name']}: expected sha256 {expected_sha[:12]}…, got {digest[:12]}…"
+            )
         if str(row["name"]).lower().endswith(".gguf"):
             try:
                 read_gguf(part)
@@ -270,7 +292,7 @@ def _describe(exc: Exception, name: str) -> tuple[str, bool]:
     return f"downloading {name} failed: {exc}", True
 
 
-def _hash_prefix(path: Path, length: int, hasher: "hashlib._Hash", check) -> None:  # type: ignore[no-untyped-def]
+def _hash_prefix(path: Path, length: int, hasher: hashlib._Hash, check) -> None:  # type: ignore[no-untyped-def]
     with path.open("rb") as fh:
         remaining = length
         while remaining:

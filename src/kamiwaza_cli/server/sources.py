@@ -66,7 +66,7 @@ def normalize_hub(hub: str | None, repo_id: str) -> str:
         return HUB_HF
     if hub in (HUB_FILE, HUB_URL):
         return hub
-    return hub_for(repo_id) if not hub else hub
+    return hub if hub else hub_for(repo_id)
 
 
 def hub_for(query: str) -> str:
@@ -82,7 +82,7 @@ def search(query: str, limit: int = 100) -> tuple[list[RemoteModel], SourceError
     """Models matching ``query`` on its source; a failure is returned, not raised (search is best effort)."""
     try:
         hub = hub_for(query)
-        if hub == HUB_FILE or hub == HUB_URL:
+        if hub in (HUB_FILE, HUB_URL):
             return [lookup(hub, query)], None
         if "/" in query:
             return [lookup(HUB_HF, query)], None
@@ -144,9 +144,12 @@ def check_access(remote: RemoteFile) -> None:
         raise SourceError("offline", f"cannot reach {urlsplit(remote.url).hostname}: {exc}") from exc
     if resp.status_code in (401, 403):
         gated = resp.headers.get("x-error-code") == "GatedRepo"
-        raise SourceError("gated", f"{remote.name} is gated: accept the model's license on the hub and start "
-                                   "the server with HF_TOKEN set" if gated else
-                                   f"access to {remote.name} was refused (HTTP {resp.status_code})")
+        raise SourceError(
+            "gated",
+            f"{remote.name} is gated: accept the model's license on the hub and start the server with HF_TOKEN set"
+            if gated
+            else f"access to {remote.name} was refused (HTTP {resp.status_code})",
+        )
     if resp.status_code == 404:
         raise SourceError("not_found", f"{remote.name} was not found at its source (HTTP 404)")
     if resp.status_code >= 400:
@@ -170,9 +173,10 @@ def open_stream(remote: RemoteFile, offset: int) -> Iterator[tuple[int, int | No
     if offset:
         headers["Range"] = f"bytes={offset}-"
     try:
-        with httpx.Client(follow_redirects=True, timeout=TIMEOUT) as client, client.stream(
-            "GET", remote.url, headers=headers
-        ) as resp:
+        with (
+            httpx.Client(follow_redirects=True, timeout=TIMEOUT) as client,
+            client.stream("GET", remote.url, headers=headers) as resp,
+        ):
             if resp.status_code == 416 and remote.size is not None and offset >= remote.size:
                 yield offset, remote.size, iter(())
                 return
@@ -283,7 +287,8 @@ def _translate_hf(exc: Exception, repo_id: str) -> SourceError:
         return SourceError("bad_input", f"invalid Hugging Face repo id {repo_id!r}")
     if isinstance(exc, (OfflineModeIsEnabled, httpx.TransportError, ConnectionError, TimeoutError)) or any(
         # huggingface_hub may ship its own httpx fork (httpx2); match its TransportError by name.
-        k.__name__ == "TransportError" and k.__module__.startswith("httpx") for k in type(exc).__mro__
+        k.__name__ == "TransportError" and k.__module__.startswith("httpx")
+        for k in type(exc).__mro__
     ):
         return SourceError("offline", f"cannot reach the Hugging Face hub at {_hf_endpoint()}")
     return SourceError("error", f"Hugging Face hub error for {repo_id}: {exc}")
