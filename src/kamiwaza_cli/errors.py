@@ -9,6 +9,7 @@ Commands and workflows raise these; only ``cli/main.py`` catches them, prints
     ├── NotFound (4)              unknown model, deployment, file or quantization
     ├── AuthError (5)             401 / 403 from the platform
     ├── DownloadFailed (1)        hub error, checksum mismatch, disk full, cancelled
+    ├── DeploymentFailed (1)      the engine failed to start or died (platform error + log lines)
     └── Conflict (1)              the thing is in use (e.g. rm of a deployed model)
 """
 
@@ -52,6 +53,14 @@ class AuthError(KamiwazaError):
 
 class DownloadFailed(KamiwazaError):
     exit_code = EXIT_ERROR
+
+
+class DeploymentFailed(KamiwazaError):
+    exit_code = EXIT_ERROR
+
+    def __init__(self, message: str, hint: str | None = None, log_lines: list[str] | None = None) -> None:
+        super().__init__(message, hint)
+        self.log_lines = log_lines or []
 
 
 class Conflict(KamiwazaError):

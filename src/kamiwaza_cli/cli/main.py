@@ -40,6 +40,8 @@ def report(exc: BaseException, debug: bool) -> int:
         traceback.print_exception(type(exc), exc, exc.__traceback__)
     if isinstance(exc, KamiwazaError):
         print(f"Error: {exc.message}", file=sys.stderr)
+        for line in getattr(exc, "log_lines", []):
+            print(f"  | {line}", file=sys.stderr)
         if exc.hint:
             print(f"  → {exc.hint}", file=sys.stderr)
         return exc.exit_code
@@ -99,9 +101,9 @@ def cli(ctx: click.Context, url: str | None, quiet: bool, debug: bool) -> None:
 
 
 def _register() -> None:
-    from . import config_cmd, models, server_cmd
+    from . import config_cmd, models, server_cmd, serving
 
-    for command in (*models.COMMANDS, config_cmd.config, server_cmd.server):
+    for command in (*models.COMMANDS, *serving.COMMANDS, config_cmd.config, server_cmd.server):
         cli.add_command(command)
 
 

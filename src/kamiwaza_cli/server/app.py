@@ -23,10 +23,12 @@ from pydantic import BaseModel, Field
 
 from .. import __version__, quantization
 from ..gguf import GGUFError, read_gguf
-from . import sources
+from . import engines, sources
 from .downloads import DiskFull, DownloadManager, human_rate, mmss, partial_path
+from .gateway import Gateway
 from .sources import SourceError
 from .store import Store, UnsafeName, now
+from .supervisor import ACTIVE, Supervisor, port_is_free, tail
 
 _SOURCE_STATUS = {"not_found": 404, "gated": 403, "offline": 502, "bad_input": 400, "error": 502}
 
@@ -61,6 +63,16 @@ class CreateModelConfig(BaseModel):
     system_config: dict[str, Any] = Field(default_factory=dict)
 
 
+class CreateModelDeployment(BaseModel):
+    """The SDK sends more fields (copies, vram, autoscaling...); a single node ignores them."""
+
+    m_id: UUID
+    m_config_id: UUID | None = None
+    m_file_id: UUID | None = None
+    engine_name: str | None = None
+    lb_port: int | None = Field(default=0, ge=0, le=65535)
+
+
 def create_app(home: Path, api_key: str | None = None) -> FastAPI:
     state: dict[str, Any] = {}
 
@@ -68,10 +80,15 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = Store(home)
         downloads = DownloadManager(store)
-        state.update(store=store, downloads=downloads)
+        supervisor = Supervisor(store, home / "logs" / "deployments")
+        gateway = Gateway()
+        state.update(store=store, downloads=downloads, supervisor=supervisor, gateway=gateway)
         downloads.resume_interrupted()
+        supervisor.start()
         yield
+        supervisor.shutdown()
         downloads.shutdown()
+        await gateway.close()
         store.close()
 
     app = FastAPI(title="Kamiwaza local server", version=__version__, lifespan=lifespan)
@@ -93,6 +110,9 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
 
     def downloads() -> DownloadManager:
         return state["downloads"]  # type: ignore[no-any-return]
+
+    def supervisor() -> Supervisor:
+        return state["supervisor"]  # type: ignore[no-any-return]
 
     # JSON shapes
     def file_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -271,6 +291,13 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
     @app.delete("/api/models/{model_id}")
     def delete_model(model_id: UUID, force: bool = False) -> dict[str, Any]:
         row = need_model(model_id)
+        active = [d for d in store().list_deployments(row["id"]) if d["status"] in ACTIVE]
+        if active and not force:
+            raise HTTPException(
+                409, f"model {row['name']} is used by deployment {active[0]['id']}; stop it first or delete with force"
+            )
+        for d in active:
+            supervisor().stop(d["id"])
         for f in store().list_files(row["id"]):
             downloads().cancel(f["id"])
         store().delete_model(row["id"])
@@ -540,5 +567,163 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
         get_config(config_id)
         store().delete_config(str(config_id))
         return {"message": f"Model config {config_id} deleted"}
+
+    # Serving
+    def instance_json(d: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": d["instance_id"],
+            "deployment_id": d["id"],
+            "deployed_at": d["instance_started_at"],
+            "container_id": None,
+            "node_id": None,
+            "host_name": "localhost",
+            "listen_port": d["lb_port"] or None,
+            "status": d["instance_status"],
+        }
+
+    def deployment_json(d: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": d["id"],
+            "m_id": d["m_id"],
+            "m_config_id": d["m_config_id"],
+            "m_file_id": d["m_file_id"],
+            "m_name": d["m_name"],
+            "engine_name": d["engine_name"],
+            "status": d["status"],
+            "requested_at": d["requested_at"],
+            "created_at": d["requested_at"],
+            "deployed_at": d["deployed_at"],
+            "duration": None,
+            "min_copies": 1,
+            "starting_copies": 1,
+            "max_copies": 1,
+            "location": None,
+            "lb_port": d["lb_port"] or 0,
+            "autoscaling": False,
+            "force_cpu": True,
+            "node_resource_type": "cpu",
+            "instances": [instance_json(d)] if d["instance_id"] else [],
+            "access_path": f"/runtime/models/{d['id']}",
+            "serve_path": "/v1",
+            "single_node_mode": True,
+            "host_ip": "127.0.0.1",
+            "canonical_model_id": d["m_name"],
+            "last_error_code": d["last_error_code"],
+            "last_error_message": d["last_error_message"],
+            # Not in the platform's schema; the CLI shows them.
+            "stopped_at": d["stopped_at"],
+            "pid": d["pid"],
+        }
+
+    def need_deployment(deployment_id: UUID) -> dict[str, Any]:
+        d = store().get_deployment(str(deployment_id))
+        if d is None:
+            raise HTTPException(404, f"Deployment {deployment_id} not found")
+        return d
+
+    @app.post("/api/serving/deploy_model")
+    def deploy_model(body: CreateModelDeployment) -> str:
+        model = need_model(body.m_id)
+        files = store().list_files(model["id"])
+        if body.m_file_id is not None:
+            candidates = [f for f in files if f["id"] == str(body.m_file_id)]
+            if not candidates:
+                raise HTTPException(404, f"Model file {body.m_file_id} not found in {model['name']}")
+        else:
+            stored = [f for f in files if f["storage_location"] and not f["is_downloading"]]
+            preferred = quantization.select_files([f["name"] for f in stored], quantization.DEFAULT_QUANTIZATION)
+            candidates = sorted(stored, key=lambda f: (f["name"] not in preferred, f["name"]))
+        if not candidates or not candidates[0]["storage_location"]:
+            raise HTTPException(400, f"model {model['name']} is not downloaded; pull it first")
+        file_row = candidates[0]
+        configs = store().list_configs(model["id"])
+        if body.m_config_id is not None:
+            config = next((c for c in configs if c["id"] == str(body.m_config_id)), None)
+            if config is None:
+                raise HTTPException(404, f"Model config {body.m_config_id} not found for {model['name']}")
+        else:
+            config = next((c for c in configs if c["default"]), configs[0] if configs else None)
+            if config is None:
+                raise HTTPException(400, f"model {model['name']} has no configuration")
+        try:
+            engine = engines.pick([Path(file_row["name"])], body.engine_name)
+            engine.check_installed()
+        except engines.EngineUnavailable as exc:
+            raise HTTPException(400, str(exc)) from exc
+        if body.lb_port and not port_is_free(body.lb_port):
+            raise HTTPException(409, f"port {body.lb_port} is already in use")
+        return supervisor().deploy(
+            model=model, config=config, file_row=file_row, engine_name=engine.name, requested_port=body.lb_port or None
+        )
+
+    @app.get("/api/serving/deployments")
+    def list_deployments(model_id: UUID | None = None) -> list[dict[str, Any]]:
+        return [deployment_json(d) for d in store().list_deployments(str(model_id) if model_id else None)]
+
+    @app.get("/api/serving/deployment/{deployment_id}")
+    def get_deployment(deployment_id: UUID) -> dict[str, Any]:
+        return deployment_json(need_deployment(deployment_id))
+
+    @app.get("/api/serving/deployment/{deployment_id}/status")
+    def deployment_status(deployment_id: UUID) -> str:
+        return str(need_deployment(deployment_id)["status"])
+
+    @app.delete("/api/serving/deployment/{deployment_id}")
+    def stop_deployment(deployment_id: UUID, force: bool = False) -> bool:
+        d = need_deployment(deployment_id)
+        if d["status"] in ACTIVE:
+            supervisor().stop(d["id"])
+        return True
+
+    @app.get("/api/serving/deployment/{deployment_id}/logs")
+    def deployment_logs(deployment_id: UUID, lines: int = Query(default=500, ge=1, le=10000)) -> dict[str, Any]:
+        d = need_deployment(deployment_id)
+        path = supervisor().log_path(d["id"])
+        all_lines = tail(path, 10**9) if path.exists() else []
+        kept = all_lines[-lines:]
+        return {
+            "deployment_id": d["id"],
+            "log_file_path": str(path),
+            "logs": kept,
+            "total_lines_seen": len(all_lines),
+            "current_lines_stored": len(kept),
+            "compressed": False,
+            "capture_active": supervisor().is_capturing(d["id"]),
+            "engine_type": d["engine_name"],
+            "container_id": None,
+        }
+
+    @app.get("/api/serving/model_instances")
+    def model_instances(deployment_id: UUID | None = None) -> list[dict[str, Any]]:
+        rows = store().list_deployments()
+        return [
+            instance_json(d)
+            for d in rows
+            if d["instance_id"] and (deployment_id is None or d["id"] == str(deployment_id))
+        ]
+
+    @app.get("/api/serving/health")
+    def serving_health() -> dict[str, Any]:
+        rows = store().list_deployments()
+        return {
+            "status": "healthy",
+            "deployments": sum(d["status"] in ACTIVE for d in rows),
+            "running": sum(d["status"] == "DEPLOYED" for d in rows),
+        }
+
+    @app.api_route(
+        "/runtime/models/{deployment_id}/v1/{path:path}",
+        methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+        include_in_schema=False,
+    )
+    async def runtime(deployment_id: UUID, path: str, request: Request) -> Any:
+        d = store().get_deployment(str(deployment_id))
+        if d is None:
+            return JSONResponse({"detail": f"Deployment {deployment_id} not found"}, status_code=404)
+        if d["status"] != "DEPLOYED" or not d["lb_port"]:
+            return JSONResponse(
+                {"detail": f"deployment {deployment_id} is not ready (status {d['status']})"}, status_code=503
+            )
+        return await state["gateway"].forward(request, int(d["lb_port"]), path)
 
     return app

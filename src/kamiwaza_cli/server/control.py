@@ -175,27 +175,27 @@ def stop(home: Path, timeout: float = 15.0) -> ServerInfo | None:
 
 
 def _terminate_group(pid: int, timeout: float) -> None:
-    """SIGTERM the server's process group, then SIGKILL whatever is left after ``timeout``."""
+    """SIGTERM the server (it stops its engines itself, keeping their state for a restart), then
+    SIGKILL whatever is left of its process group after ``timeout``."""
     try:
         pgid = os.getpgid(pid)
     except ProcessLookupError:
         return
-    sig_target = pgid if pgid == pid else None
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            if sig_target is not None:
-                os.killpg(sig_target, sig)
-            else:
-                os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                return
-            time.sleep(0.05)
-            with contextlib.suppress(ChildProcessError):  # reap it if it is our own child
-                os.waitpid(pid, os.WNOHANG)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    _wait_gone(pid, timeout)
+    if pgid == pid:  # our own session: sweep engines that outlived a server that would not stop
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+    _wait_gone(pid, timeout)
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+        with contextlib.suppress(ChildProcessError):  # reap it if it is our own child
+            os.waitpid(pid, os.WNOHANG)
 
 
 def _last_line(log: Path) -> str:

@@ -63,6 +63,27 @@ CREATE TABLE IF NOT EXISTS model_configs (
     created_at TEXT NOT NULL,
     modified_at TEXT
 );
+CREATE TABLE IF NOT EXISTS deployments (
+    id TEXT PRIMARY KEY,
+    m_id TEXT NOT NULL,
+    m_config_id TEXT NOT NULL,
+    m_file_id TEXT,
+    m_name TEXT,
+    engine_name TEXT,
+    status TEXT NOT NULL,
+    requested_at TEXT NOT NULL,
+    deployed_at TEXT,
+    stopped_at TEXT,
+    lb_port INTEGER NOT NULL DEFAULT 0,
+    requested_port INTEGER,
+    pid INTEGER,
+    instance_id TEXT,
+    instance_status TEXT,
+    instance_started_at TEXT,
+    last_error_code TEXT,
+    last_error_message TEXT,
+    log_path TEXT
+);
 """
 
 _JSON_COLUMNS = ("config", "system_config")
@@ -149,6 +170,7 @@ class Store:
 
     def delete_model(self, model_id: str) -> None:
         with self.transaction() as db:
+            db.execute("DELETE FROM deployments WHERE m_id = ?", (model_id,))
             db.execute("DELETE FROM models WHERE id = ?", (model_id,))
 
     # Files
@@ -196,6 +218,26 @@ class Store:
 
     def model_dir(self, model_id: str) -> Path:
         return self.models_dir / str(uuid.UUID(model_id))
+
+    # Deployments
+    def list_deployments(self, model_id: str | None = None) -> list[dict[str, Any]]:
+        if model_id is None:
+            return self._rows("SELECT * FROM deployments ORDER BY requested_at")
+        return self._rows("SELECT * FROM deployments WHERE m_id = ? ORDER BY requested_at", (model_id,))
+
+    def get_deployment(self, deployment_id: str) -> dict[str, Any] | None:
+        return self._row("SELECT * FROM deployments WHERE id = ?", (deployment_id,))
+
+    def insert_deployment(self, **fields: Any) -> str:
+        fields.setdefault("id", new_id())
+        fields.setdefault("requested_at", now())
+        with self.transaction() as db:
+            _insert(db, "deployments", fields)
+        return str(fields["id"])
+
+    def update_deployment(self, deployment_id: str, **fields: Any) -> None:
+        with self.transaction() as db:
+            _update(db, "deployments", deployment_id, fields)
 
     # Configs
     def list_configs(self, model_id: str | None = None) -> list[dict[str, Any]]:

@@ -1,0 +1,225 @@
+"""Serving commands: ``serve``, ``ps``, ``stop`` and ``logs``.
+
+Thin like the model commands: workflows do the steps and yield events; this module
+draws the spinner (stderr, terminals only) and prints tables and endpoints.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+
+from .. import workflows
+from ..errors import EXIT_INTERRUPTED
+from . import output
+from .models import PullView, _connect, json_option
+
+STATUS_LABELS = {
+    "DEPLOYED": "● RUNNING",
+    "REQUESTED": "◌ STARTING",
+    "DEPLOYING": "◌ STARTING",
+    "INITIALIZING": "◌ STARTING",
+    "FAILED": "✖ FAILED",
+    "ERROR": "✖ ERROR",
+    "MUST_REDOWNLOAD": "✖ MUST_REDOWNLOAD",
+    "STOPPED": "■ STOPPED",
+}
+
+
+def run_serve(
+    platform: workflows.Platform, model: str, *, pull_if_needed: bool = True, port: int | None = None
+) -> workflows.Deployed:
+    """Render ``workflows.serve`` (shared with ``run``): pull bars, a status spinner, the endpoint."""
+    view = PullView()
+    spinner: Any = None
+    announced = False
+    deployed = None
+    try:
+        for event in workflows.serve(platform, model, pull_if_needed=pull_if_needed, port=port):
+            if isinstance(event, workflows.PullStarted):
+                view.start(event)
+            elif isinstance(event, workflows.FileProgress):
+                view.update(event)
+            elif isinstance(event, workflows.AlreadyDownloaded):
+                pass
+            elif isinstance(event, workflows.PullDone):
+                view.stop()
+                output.info("✨ Download complete!")
+            elif isinstance(event, workflows.DeployStatus):
+                if not announced:
+                    announced = True
+                    output.info(f"🚀 Deploying {event.name}...")
+                    if output.stderr_is_tty() and not output.quiet:
+                        spinner = output.err_console().status(event.status)
+                        spinner.start()
+                if spinner is not None:
+                    spinner.update(event.status)
+            elif isinstance(event, workflows.Deployed):
+                deployed = event
+    finally:
+        view.stop()
+        if spinner is not None:
+            spinner.stop()
+    assert deployed is not None
+    if deployed.reused:
+        output.info(f"✨ Using existing deployment of {deployed.name}")
+    else:
+        output.info("✨ Deployment ready!")
+    output.info(f"✨ Model deployed at: {deployed.endpoint}")
+    return deployed
+
+
+def _deployment_row(d: dict[str, Any], endpoint: str | None) -> dict[str, Any]:
+    uptime = None
+    if d.get("status") == "DEPLOYED" and d.get("deployed_at"):
+        started = datetime.fromisoformat(str(d["deployed_at"]).replace("Z", "+00:00"))
+        if started.tzinfo is None:
+            started = started.replace(tzinfo=timezone.utc)
+        uptime = int((datetime.now(timezone.utc) - started).total_seconds())
+    return {
+        "id": str(d["id"]),
+        "model": d.get("m_name"),
+        "model_id": str(d.get("m_id")),
+        "status": d.get("status"),
+        "engine": d.get("engine_name"),
+        "endpoint": endpoint,
+        "port": d.get("lb_port") or None,
+        "uptime_seconds": uptime,
+        "requested_at": d.get("requested_at"),
+        "deployed_at": d.get("deployed_at"),
+        "last_error_code": d.get("last_error_code"),
+        "last_error_message": d.get("last_error_message"),
+    }
+
+
+def _uptime(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60}m"
+
+
+@click.command()
+@click.argument("model")
+@click.option("--port", type=click.IntRange(1, 65535), help="Serve on this engine port (default: a free one).")
+@click.option("--no-pull", is_flag=True, help="Fail instead of pulling a model that is not downloaded.")
+@json_option
+@click.pass_context
+def serve(ctx: click.Context, model: str, port: int | None, no_pull: bool, as_json: bool) -> None:
+    """Deploy MODEL as an OpenAI-compatible API and print its endpoint.
+
+    Pulls the model first if needed, and reuses a running deployment of it.
+    """
+    platform = _connect(ctx)
+    try:
+        deployed = run_serve(platform, model, pull_if_needed=not no_pull, port=port)
+    except KeyboardInterrupt:
+        output.info("\nStill deploying in the platform; see it with: kamiwaza ps")
+        ctx.exit(EXIT_INTERRUPTED)
+    if as_json:
+        output.emit_json(_deployment_row(deployed.deployment, deployed.endpoint))
+
+
+@click.command()
+@click.option("--all", "-a", "show_all", is_flag=True, help="Include stopped deployments.")
+@json_option
+@click.pass_context
+def ps(ctx: click.Context, show_all: bool, as_json: bool) -> None:
+    """List deployments: running, starting and failed (stopped ones with --all)."""
+    platform = _connect(ctx)
+    deployments = workflows.list_deployments(platform)
+    if not show_all:
+        deployments = [d for d in deployments if d.get("status") != "STOPPED"]
+    endpoints = {}
+    if any(d.get("status") == "DEPLOYED" for d in deployments):
+        endpoints = {str(a.id): a.endpoint for a in platform.call(platform.client.serving.list_active_deployments)}
+    rows = [_deployment_row(d, endpoints.get(str(d["id"]))) for d in deployments]
+    if as_json:
+        output.emit_json(rows)
+        return
+    if not rows:
+        output.info("Nothing is running. Start a model with: kamiwaza serve MODEL")
+        return
+    output.table(
+        ["MODEL", "ID", "STATUS", "ENGINE", "ENDPOINT", "UPTIME"],
+        [
+            [
+                r["model"] or "-",
+                r["id"][:8],
+                STATUS_LABELS.get(r["status"], r["status"]),
+                r["engine"] or "-",
+                r["endpoint"] or (r["last_error_code"] or "-"),
+                _uptime(r["uptime_seconds"]),
+            ]
+            for r in rows
+        ],
+    )
+
+
+@click.command()
+@click.argument("target", required=False)
+@click.option("--all", "-a", "stop_all", is_flag=True, help="Stop every running deployment.")
+@click.pass_context
+def stop(ctx: click.Context, target: str | None, stop_all: bool) -> None:
+    """Stop the deployment(s) of a MODEL, or one deployment by ID (prefix)."""
+    if not target and not stop_all:
+        raise click.UsageError("name a MODEL or deployment ID, or use --all")
+    platform = _connect(ctx)
+    if stop_all:
+        stopped = workflows.stop(platform, None, all_=True)
+        if not stopped:
+            output.info("Nothing was running")
+        for d in stopped:
+            output.info(f"🛑 Stopped {d.get('m_name')} ({str(d['id'])[:8]})")
+        return
+    assert target is not None
+    targets = workflows.find_deployments(platform, target)
+    if not targets:
+        raise workflows.NotFound(f"{target!r} is not running", hint="see running models with: kamiwaza ps")
+    output.info(f"🛑 Stopping {', '.join(sorted({str(d.get('m_name')) for d in targets}))}...")
+    workflows.stop_deployments(platform, targets)
+    output.info("✨ Model stopped")
+
+
+@click.command()
+@click.argument("target")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the engine stops.")
+@click.option("--lines", "-n", default=100, show_default=True, help="How many lines from the end.")
+@click.pass_context
+def logs(ctx: click.Context, target: str, follow: bool, lines: int) -> None:
+    """Print the engine log of a MODEL's deployment, or of one deployment by ID."""
+    platform = _connect(ctx)
+    found = workflows.find_deployments(platform, target) or workflows.find_deployments(
+        platform, target, active_only=False
+    )
+    if not found:
+        raise workflows.NotFound(f"no deployment of {target!r}", hint="see deployments with: kamiwaza ps --all")
+    dep = found[-1]
+    shown, seen, active = workflows.log_snapshot(platform, str(dep["id"]))
+    for line in shown[-lines:]:
+        print(line)
+    sys.stdout.flush()
+    try:
+        while follow:
+            time.sleep(1.0)
+            current, total, active = workflows.log_snapshot(platform, str(dep["id"]))
+            new = total - seen
+            if new > 0:
+                for line in current[-new:]:
+                    print(line)
+                sys.stdout.flush()
+                seen = total
+            elif not active:
+                break
+    except KeyboardInterrupt:
+        return
+
+
+COMMANDS = [serve, ps, stop, logs]

@@ -1,0 +1,61 @@
+"""Inference engines behind one small interface, and the choice of engine for a model.
+
+An ``Engine`` turns (model file, port, config) into the argv of one server process
+that speaks the OpenAI API on 127.0.0.1:port, says how to tell it is healthy, and
+how to read a failure from its log. llama.cpp is the first; vLLM or MLX can follow
+by adding a module and a line to ``ENGINES``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class EngineUnavailable(Exception):
+    """No engine on this server can run these files (the message says what is missing)."""
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    argv: list[str]
+    health_path: str  # GET on 127.0.0.1:port answering 200 means ready
+    env: dict[str, str]
+
+
+class Engine(Protocol):
+    name: str
+
+    def can_run(self, files: list[Path]) -> bool: ...
+
+    def check_installed(self) -> None: ...
+
+    def launch(self, model_file: Path, port: int, config: dict[str, Any]) -> LaunchSpec: ...
+
+    def classify_failure(self, log_tail: list[str]) -> str: ...
+
+
+def engines() -> list[Engine]:
+    from .llamacpp import LlamaCpp
+
+    return [LlamaCpp()]
+
+
+def pick(files: list[Path], requested: str | None = None) -> Engine:
+    """The engine for these model files (GGUF -> llama.cpp), or the one asked for by name."""
+    available = engines()
+    if requested:
+        for engine in available:
+            if engine.name == requested:
+                return engine
+        names = ", ".join(e.name for e in available)
+        raise EngineUnavailable(f"engine {requested!r} is not available on this server (it has: {names})")
+    for engine in available:
+        if engine.can_run(files):
+            return engine
+    kinds = sorted({f.suffix or f.name for f in files}) or ["no files"]
+    raise EngineUnavailable(
+        f"no engine here can run {', '.join(kinds)} weights: the local server runs GGUF files with llama.cpp; "
+        "safetensors need vLLM or MLX, which are not installed"
+    )

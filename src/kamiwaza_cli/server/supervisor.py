@@ -1,0 +1,348 @@
+"""Deployments: spawn engine processes, watch their health, keep their logs, stop them.
+
+One long-lived supervisor thread owns every engine process: it spawns them (so
+``PR_SET_PDEATHSIG``, which is tied to the spawning thread, kills them if the server
+is ``kill -9``ed), polls the starting ones until their health route answers (failing
+fast when a process exits, and after a stall with no log output), and notices an
+engine that dies later. A deployment moves REQUESTED -> DEPLOYING -> INITIALIZING ->
+DEPLOYED, or to FAILED with ``last_error_code`` and the engine's last log lines.
+Stopping is terminate-then-kill. On start, deployments the catalog still marks as
+active are restored: a surviving orphan process is killed first, then re-spawned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import queue
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import engines
+from .store import Store, new_id, now
+
+log = logging.getLogger("kamiwaza.server.supervisor")
+
+ACTIVE = ("REQUESTED", "DEPLOYING", "INITIALIZING", "DEPLOYED")
+STALL_TIMEOUT = 120.0  # no health and no new log output for this long: STARTUP_TIMEOUT
+STOP_GRACE = 5.0
+TAIL_LINES = 12
+
+try:
+    _libc: Any = ctypes.CDLL(None, use_errno=True)
+except OSError:  # not Linux: no parent-death signal, orphans are cleaned on restart instead
+    _libc = None
+
+
+def _die_with_parent() -> None:
+    if _libc is not None:
+        _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 64 * 1024))
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    return [ln for ln in text.splitlines() if ln.strip()][-lines:]
+
+
+@dataclass
+class Starting:
+    proc: subprocess.Popen[bytes]
+    port: int
+    health_url: str
+    engine: Any
+    log_path: Path
+    last_log_size: int = 0
+    last_progress: float = 0.0
+
+
+class Supervisor:
+    def __init__(self, store: Store, logs_dir: Path, stall_timeout: float = STALL_TIMEOUT) -> None:
+        self.store = store
+        self.logs_dir = logs_dir
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.stall_timeout = stall_timeout
+        self._requests: queue.Queue[str] = queue.Queue()
+        self._starting: dict[str, Starting] = {}
+        self._running: dict[str, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
+
+    # Public API
+    def start(self) -> None:
+        self._restore()
+        self._thread.start()
+
+    def deploy(
+        self,
+        *,
+        model: dict[str, Any],
+        config: dict[str, Any],
+        file_row: dict[str, Any],
+        engine_name: str,
+        requested_port: int | None,
+    ) -> str:
+        dep_id = self.store.insert_deployment(
+            m_id=model["id"],
+            m_config_id=config["id"],
+            m_file_id=file_row["id"],
+            m_name=model["name"],
+            engine_name=engine_name,
+            status="REQUESTED",
+            requested_port=requested_port or None,
+        )
+        self.store.update_deployment(dep_id, log_path=str(self.log_path(dep_id)))
+        self._requests.put(dep_id)
+        return dep_id
+
+    def log_path(self, dep_id: str) -> Path:
+        return self.logs_dir / f"{dep_id}.log"
+
+    def is_capturing(self, dep_id: str) -> bool:
+        with self._lock:
+            proc = self._running.get(dep_id) or (self._starting[dep_id].proc if dep_id in self._starting else None)
+        return proc is not None and proc.poll() is None
+
+    def stop(self, dep_id: str) -> None:
+        """Terminate then kill the engine; the deployment stays listed as STOPPED."""
+        with self._lock:
+            starting = self._starting.pop(dep_id, None)
+            proc = self._running.pop(dep_id, None) or (starting.proc if starting else None)
+        if proc is not None:
+            _terminate(proc)
+        self.store.update_deployment(dep_id, status="STOPPED", stopped_at=now(), instance_status="STOPPED", pid=None)
+
+    def shutdown(self) -> None:
+        """Stop every engine but keep their catalog status, so a restarted server restores them."""
+        self._stopping.set()
+        self._thread.join(5)
+        with self._lock:
+            procs = [s.proc for s in self._starting.values()] + list(self._running.values())
+            self._starting.clear()
+            self._running.clear()
+        for proc in procs:
+            with contextlib.suppress(OSError):
+                proc.terminate()
+        for proc in procs:
+            _terminate(proc)
+
+    # The supervisor thread
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                dep_id = self._requests.get(timeout=0.1)
+            except queue.Empty:
+                dep_id = None
+            if dep_id is not None:
+                self._spawn(dep_id)
+            self._poll_starting()
+            self._poll_running()
+
+    def _spawn(self, dep_id: str) -> None:
+        dep = self.store.get_deployment(dep_id)
+        if dep is None or dep["status"] != "REQUESTED":
+            return  # stopped before it was picked up
+        self.store.update_deployment(dep_id, status="DEPLOYING")
+        log_path = self.log_path(dep_id)
+        try:
+            file_row = self.store.get_file(dep["m_file_id"]) or {}
+            config_row = self.store.get_config(dep["m_config_id"]) or {}
+            model_file = Path(file_row.get("storage_location") or "")
+            if not file_row or not model_file.is_file():
+                self._fail(
+                    dep_id, "MUST_REDOWNLOAD", f"the model file is missing on disk: {model_file}; pull the model again"
+                )
+                return
+            engine = engines.pick([model_file], dep["engine_name"])
+            engine.check_installed()
+            port = dep["requested_port"] or free_port()
+            spec = engine.launch(model_file, port, dict(config_row.get("config") or {}))
+            with log_path.open("ab") as out:
+                out.write(f"--- {now()} starting {' '.join(spec.argv)}\n".encode())
+                out.flush()
+                proc = subprocess.Popen(
+                    spec.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, **spec.env},
+                    close_fds=True,
+                    preexec_fn=_die_with_parent,
+                )
+        except engines.EngineUnavailable as exc:
+            self._fail(dep_id, "RUNTIME_ERROR", str(exc))
+            return
+        except OSError as exc:
+            self._fail(dep_id, "RUNTIME_ERROR", f"could not start the engine: {exc}")
+            return
+        instance_id = dep["instance_id"] or new_id()
+        self.store.update_deployment(
+            dep_id,
+            status="INITIALIZING",
+            lb_port=port,
+            pid=proc.pid,
+            instance_id=instance_id,
+            instance_status="REQUESTED",
+            instance_started_at=now(),
+            last_error_code=None,
+            last_error_message=None,
+        )
+        with self._lock:
+            self._starting[dep_id] = Starting(
+                proc,
+                port,
+                f"http://127.0.0.1:{port}{spec.health_path}",
+                engine,
+                log_path,
+                log_path.stat().st_size,
+                time.monotonic(),
+            )
+
+    def _poll_starting(self) -> None:
+        with self._lock:
+            items = list(self._starting.items())
+        for dep_id, s in items:
+            code = s.proc.poll()
+            if code is not None:
+                with self._lock:
+                    self._starting.pop(dep_id, None)
+                lines = tail(s.log_path)
+                self._fail(
+                    dep_id,
+                    s.engine.classify_failure(lines),
+                    f"the engine exited with code {code} while starting: " + " | ".join(lines[-5:]),
+                )
+                continue
+            if _healthy(s.health_url):
+                with self._lock:
+                    if self._starting.pop(dep_id, None) is None:
+                        continue  # stopped meanwhile
+                    self._running[dep_id] = s.proc
+                self.store.update_deployment(dep_id, status="DEPLOYED", deployed_at=now(), instance_status="DEPLOYED")
+                log.info("deployment %s ready on port %d", dep_id, s.port)
+                continue
+            size = _size(s.log_path)
+            if size != s.last_log_size:
+                s.last_log_size, s.last_progress = size, time.monotonic()
+            elif time.monotonic() - s.last_progress > self.stall_timeout:
+                with self._lock:
+                    self._starting.pop(dep_id, None)
+                _terminate(s.proc)
+                self._fail(
+                    dep_id,
+                    "STARTUP_TIMEOUT",
+                    f"the engine made no progress for {self.stall_timeout:.0f} s: " + " | ".join(tail(s.log_path)[-5:]),
+                )
+
+    def _poll_running(self) -> None:
+        with self._lock:
+            items = list(self._running.items())
+        for dep_id, proc in items:
+            code = proc.poll()
+            if code is None:
+                continue
+            with self._lock:
+                if self._running.pop(dep_id, None) is None:
+                    continue
+            lines = tail(self.log_path(dep_id))
+            reason = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            self._fail(dep_id, "CONTAINER_EXITED", f"the engine {reason}: " + " | ".join(lines[-5:]))
+
+    def _fail(self, dep_id: str, code: str, message: str) -> None:
+        status = "MUST_REDOWNLOAD" if code == "MUST_REDOWNLOAD" else "FAILED"
+        log.warning("deployment %s %s: %s", dep_id, code, message)
+        self.store.update_deployment(
+            dep_id,
+            status=status,
+            last_error_code=code,
+            last_error_message=message[:2000],
+            instance_status="FAILED",
+            pid=None,
+        )
+
+    def _restore(self) -> None:
+        for dep in self.store.list_deployments():
+            if dep["status"] not in ACTIVE:
+                continue
+            if dep["pid"]:
+                _kill_orphan(int(dep["pid"]))
+            # Come back on the same port when it is free, so endpoints people saved keep working.
+            port = dep["lb_port"] if dep["lb_port"] and port_is_free(dep["lb_port"]) else dep["requested_port"]
+            self.store.update_deployment(dep["id"], status="REQUESTED", pid=None, requested_port=port or None)
+            log.info("restoring deployment %s", dep["id"])
+            self._requests.put(dep["id"])
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as resp:
+            return bool(resp.status == 200)
+    except (OSError, urllib.error.URLError, ValueError):
+        return False
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(OSError):
+        proc.terminate()
+    try:
+        proc.wait(STOP_GRACE)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):
+            proc.kill()
+        proc.wait(STOP_GRACE)
+
+
+def _kill_orphan(pid: int) -> None:
+    """Kill an engine left over from a server that died, if that pid is still one of ours."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return
+    if b"llama_cpp.server" not in cmdline:
+        return  # the pid was reused by something else
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + STOP_GRACE
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.05)
