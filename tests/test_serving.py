@@ -50,8 +50,7 @@ def deployment(client, model_name: str) -> Iterator[str]:  # type: ignore[no-unt
 
 def _stream(oc: openai.OpenAI) -> str:
     text = ""
-    for chunk in oc.chat.completions.create(model="any", messages=PROMPT, stream=True, max_tokens=8,
-                                            temperature=0):
+    for chunk in oc.chat.completions.create(model="any", messages=PROMPT, stream=True, max_tokens=8, temperature=0):
         if chunk.choices and chunk.choices[0].delta.content:
             text += chunk.choices[0].delta.content
     return text
@@ -89,8 +88,11 @@ def test_gateway_and_direct_port_serve_every_route(client, deployment: str) -> N
         assert chat.choices[0].message.content
         completion = oc.completions.create(model="x", prompt="The capital of France is", max_tokens=6)
         assert completion.choices[0].text
-        streamed = "".join(c.choices[0].text for c in oc.completions.create(
-            model="x", prompt="One, two, three,", max_tokens=6, stream=True) if c.choices)
+        streamed = "".join(
+            c.choices[0].text
+            for c in oc.completions.create(model="x", prompt="One, two, three,", max_tokens=6, stream=True)
+            if c.choices
+        )
         assert streamed
 
 
@@ -129,12 +131,19 @@ def test_cli_serve_reuses_ps_logs(server: LocalServer, deployment: str, model_na
     assert logs.exit_code == 0 and 0 < len(logs.stdout.splitlines()) <= 5
 
 
-def test_engine_killed_is_failed_then_serve_again(server: LocalServer, client, deployment: str,  # type: ignore[no-untyped-def]
-                                                  model_name: str) -> None:
+def test_engine_killed_is_failed_then_serve_again(
+    server: LocalServer,
+    client,
+    deployment: str,  # type: ignore[no-untyped-def]
+    model_name: str,
+) -> None:
     dep = client._request("GET", f"/serving/deployment/{deployment}")
     os.kill(dep["pid"], signal.SIGKILL)
-    failed = wait_for(lambda: (d := client.serving.get_deployment(deployment)).status == "FAILED" and d,
-                      timeout=10, what="FAILED status")
+    failed = wait_for(
+        lambda: (d := client.serving.get_deployment(deployment)).status == "FAILED" and d,
+        timeout=10,
+        what="FAILED status",
+    )
     assert failed.last_error_code == "CONTAINER_EXITED"
     assert "signal 9" in failed.last_error_message
     assert "✖ FAILED" in server.cli("ps").stdout
@@ -154,8 +163,11 @@ def test_restart_restores_deployments_and_leaves_no_orphans(server: LocalServer,
     wait_for(lambda: not _alive(engine_pid), timeout=10, what="the engine to die with the server")
 
     server.start()
-    restored = wait_for(lambda: (d := client.serving.get_deployment(running.id)).status == "DEPLOYED" and d,
-                        timeout=120, what="the deployment to be restored")
+    restored = wait_for(
+        lambda: (d := client.serving.get_deployment(running.id)).status == "DEPLOYED" and d,
+        timeout=120,
+        what="the deployment to be restored",
+    )
     assert restored.lb_port == running.lb_port  # same port when it is free, so saved endpoints keep working
     assert _stream(client.openai.get_client(deployment_id=str(running.id))).strip()
 
@@ -163,8 +175,11 @@ def test_restart_restores_deployments_and_leaves_no_orphans(server: LocalServer,
     server.stop()
     assert not _alive(new_pid)  # `server stop` leaves no engine behind
     server.start()
-    wait_for(lambda: client.serving.get_deployment(running.id).status == "DEPLOYED", timeout=120,
-             what="restore after a clean stop")
+    wait_for(
+        lambda: client.serving.get_deployment(running.id).status == "DEPLOYED",
+        timeout=120,
+        what="restore after a clean stop",
+    )
 
 
 def test_stop_by_id_and_repo_id(server: LocalServer, client, model_name: str) -> None:  # type: ignore[no-untyped-def]

@@ -109,7 +109,7 @@ def parse(text: str) -> ModelRef:
     if not raw:
         raise UsageError("empty model name", hint="list models with: kamiwaza list")
     if any(ord(c) < 32 for c in raw):
-        raise UsageError(f"model name {raw!r} contains control characters")
+        raise UsageError(f"model name {raw!r} contains control characters", hint="see models with: kamiwaza list")
 
     lowered = raw.lower()
     if lowered.startswith(("http://", "https://")):
@@ -148,14 +148,18 @@ def _parse_file(path: Path, text: str, quant: str | None = None) -> ModelRef:
     if not resolved.exists():
         raise UsageError(f"no such file: {path}", hint="check the path, or pull by name: kamiwaza pull NAME")
     if resolved.is_dir():
-        raise UsageError(f"{path} is a directory; give the .gguf file inside it")
+        raise UsageError(
+            f"{path} is a directory; give the .gguf file inside it", hint=f"e.g.: kamiwaza pull {path}/MODEL.gguf"
+        )
     return ModelRef(text, "file", resolved.as_uri(), quant)
 
 
 def _parse_url(url: str) -> ModelRef:
     parts = urlsplit(url)
     if not parts.hostname:
-        raise UsageError(f"invalid URL {url!r}: no host")
+        raise UsageError(
+            f"invalid URL {url!r}: no host", hint="e.g.: kamiwaza pull https://host/path/model-Q4_K_M.gguf"
+        )
     filename = unquote(parts.path.rsplit("/", 1)[-1])
     if not filename.lower().endswith(".gguf"):
         raise UsageError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import logging
 import sys
 from collections.abc import Callable, Iterator
@@ -130,7 +131,12 @@ def _detail(exc: Any) -> str:
 
 @contextlib.contextmanager
 def _stdout_to_stderr() -> Iterator[None]:
-    with contextlib.redirect_stdout(sys.stderr):
+    # The SDK print()s its own error chatter; errors reach users through our translation
+    # instead, so the chatter is only shown with --debug.
+    from .config import debug_enabled
+
+    target = sys.stderr if debug_enabled() else io.StringIO()
+    with contextlib.redirect_stdout(target):
         yield
 
 

@@ -107,7 +107,7 @@ def find_model(platform: Platform, text: str, models: list[dict[str, Any]] | Non
         msg += f"; did you mean: {', '.join(suggestions)}?"
     hint = (
         f"pull it with: kamiwaza pull {wanted}"
-        if ref is not None and ref.kind != "name"
+        if ref is not None and ref.kind in ("repo", "url")
         else "see models with: kamiwaza list"
     )
     raise NotFound(msg, hint=hint)
@@ -131,7 +131,7 @@ def resolve_pull_ref(platform: Platform, text: str, models: list[dict[str, Any]]
         msg = f"unknown model {ref.source!r}"
         if suggestions:
             msg += f"; did you mean: {', '.join(suggestions)}?"
-        raise NotFound(msg, hint="use a catalog name, OWNER/REPO, a .gguf path or URL; see: kamiwaza pull --help")
+        raise NotFound(msg, hint="use a catalog name, OWNER/REPO, a .gguf path or URL; see: kamiwaza list --catalog")
     return ModelRef(ref.text, "repo", model["repo_modelId"], ref.quant)
 
 
@@ -217,13 +217,16 @@ def pull(platform: Platform, text: str, quant: str | None = None) -> Iterator[An
 
 def _initiate(platform: Platform, ref: ModelRef, target: str | None) -> dict[str, Any]:
     try:
-        return dict(
+        result = dict(
             platform.call(
                 platform.client.models.initiate_model_download,
                 ref.source,
                 quantization=target or quantization.DEFAULT_QUANTIZATION,
             )
         )
+    except UsageError as exc:
+        exc.hint = exc.hint or "check the file or URL (a .gguf is needed), or pull by name: kamiwaza list --catalog"
+        raise
     except ValueError as exc:
         text = str(exc)
         if "Available quantizations" in text or "No compatible files" in text:
@@ -233,6 +236,12 @@ def _initiate(platform: Platform, ref: ModelRef, target: str | None) -> dict[str
                 hint=f"try: kamiwaza pull {ref.source}:{available.split(',')[0].strip()}",
             ) from exc
         raise _diagnose_missing(platform, ref) from exc
+    if not (result.get("result") or {}).get("files"):
+        raise NotFound(
+            f"{ref.source} has no files that can be downloaded",
+            hint="check the repo on the hub, or pick a model from: kamiwaza list --catalog",
+        )
+    return result
 
 
 def _diagnose_missing(platform: Platform, ref: ModelRef) -> KamiwazaError:
@@ -260,7 +269,7 @@ def _diagnose_missing(platform: Platform, ref: ModelRef) -> KamiwazaError:
     msg = message or f"{ref.source} was not found"
     if suggestions and ref.friendly is None:
         msg += f"; did you mean: {', '.join(suggestions)}?"
-    return NotFound(msg, hint="check the name on the hub, or pick one from: kamiwaza pull --help")
+    return NotFound(msg, hint="check the name on the hub, or pick one from: kamiwaza list --catalog")
 
 
 def _status_rows(platform: Platform, model_id: str) -> list[dict[str, Any]]:
@@ -358,8 +367,10 @@ def remove(platform: Platform, texts: list[str], force: bool = False) -> list[di
     for m in targets:
         using = [d for d in active if str(d.get("m_id")) == str(m["id"])]
         if using and not force:
-            raise Conflict(f"{m['name']} is used by deployment {str(using[0]['id'])[:8]} ({using[0]['status']})",
-                           hint=f"stop it first with: kamiwaza stop {m['name']} (or: kamiwaza rm --force {m['name']})")
+            raise Conflict(
+                f"{m['name']} is used by deployment {str(using[0]['id'])[:8]} ({using[0]['status']})",
+                hint=f"stop it first with: kamiwaza stop {m['name']} (or: kamiwaza rm --force {m['name']})",
+            )
     for m in targets:
         stop_deployments(platform, [d for d in active if str(d.get("m_id")) == str(m["id"])])
         platform.call(platform.client.models.delete_model, m["id"])

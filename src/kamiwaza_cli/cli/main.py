@@ -71,7 +71,11 @@ class KamiwazaGroup(click.Group):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise click.exceptions.Exit(0) from None
         except (KamiwazaError, KeyboardInterrupt, click.exceptions.Abort, Exception) as exc:
-            debug = settings.debug_enabled() or bool(ctx.obj and ctx.obj.debug)
+            try:
+                debug = settings.debug_enabled()
+            except KamiwazaError:  # the config file itself is what is broken
+                debug = False
+            debug = debug or bool(ctx.obj and ctx.obj.debug)
             raise click.exceptions.Exit(report(exc, debug)) from None
 
 

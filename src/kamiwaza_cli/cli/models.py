@@ -160,10 +160,26 @@ def _model_row(m: dict[str, Any]) -> dict[str, Any]:
 
 
 @click.command("list")
+@click.option("--catalog", is_flag=True, help="List the friendly names this CLI knows instead (no platform call).")
 @json_option
 @click.pass_context
-def list_models(ctx: click.Context, as_json: bool) -> None:
+def list_models(ctx: click.Context, catalog: bool, as_json: bool) -> None:
     """List the models downloaded to the platform (alias: ls)."""
+    if catalog:
+        from ..catalog import ALIASES, CATALOG
+
+        entries = [
+            {"name": n, "repo_id": r, "aliases": sorted(a for a, t in ALIASES.items() if t == n)}
+            for n, r in CATALOG.items()
+        ]
+        if as_json:
+            output.emit_json(entries)
+        else:
+            output.table(
+                ["NAME", "REPO ID", "ALIASES"],
+                [[str(e["name"]), str(e["repo_id"]), ", ".join(e["aliases"]) or "-"] for e in entries],
+            )
+        return
     platform = _connect(ctx)
     rows = [_model_row(m) for m in workflows.list_models(platform)]
     if as_json:

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from .. import __version__
 from .control import is_loopback, state_path
 
 
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         "auth": bool(api_key),
     }
     state.write_text(json.dumps(record))
+    logging.getLogger("kamiwaza.server").info(
+        "Kamiwaza local server %s starting on http://%s:%d/api (home %s)", __version__, args.host, args.port, home
+    )
     try:
         server.run()
     finally:

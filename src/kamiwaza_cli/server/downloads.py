@@ -274,7 +274,8 @@ class DownloadManager:
             try:
                 read_gguf(part)
             except GGUFError as exc:
-                raise VerifyError(f"{row['name']}: {exc}") from exc
+                # The message names the internal .incomplete path; users know the file by its name.
+                raise VerifyError(str(exc).replace(str(part), str(row["name"]))) from exc
 
 
 class VerifyError(Exception):
