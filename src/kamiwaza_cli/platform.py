@@ -84,6 +84,12 @@ class Platform:
         except sdk.APIError as exc:
             raise self._translate(exc) from exc
 
+    def openai_client(self, deployment_id: str) -> Any:
+        """An OpenAI client for a deployment, built by the SDK (it computes the endpoint)."""
+        client = self.call(self.client.openai.get_client, deployment_id=deployment_id)
+        # A dead endpoint must be reported at once, not retried with backoff.
+        return client.with_options(max_retries=0)
+
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """A raw platform call through the SDK's client, for routes the SDK has no method for."""
         return self.call(self.client._request, method, path, **kwargs)

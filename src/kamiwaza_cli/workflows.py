@@ -37,9 +37,10 @@ def connect(url_flag: str | None = None, *, autostart: bool = True) -> tuple[Pla
     """
     resolved = config.base_url(url_flag)
     is_local = resolved.value == config.local_url()
+    url = resolved.value or config.local_url()
     platform = Platform(
-        resolved.value or config.local_url(),
-        api_key=config.resolve("api_key").value,
+        url,
+        api_key=config.resolve("api_key").value or _loopback_token(url),
         is_local=is_local,
         debug=config.debug_enabled(),
     )
@@ -51,6 +52,14 @@ def connect(url_flag: str | None = None, *, autostart: bool = True) -> tuple[Pla
             control.start(config.home(), port=config.local_port())
             started = ServerStarted(platform.url)
     return platform, started
+
+
+def _loopback_token(url: str) -> str | None:
+    """A placeholder bearer for a loopback platform with no key: the SDK's OpenAI client
+    refuses to work without a token, and a keyless local server ignores it."""
+    from urllib.parse import urlsplit
+
+    return "local" if urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1") else None
 
 
 # Names

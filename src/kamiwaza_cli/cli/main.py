@@ -105,9 +105,9 @@ def cli(ctx: click.Context, url: str | None, quiet: bool, debug: bool) -> None:
 
 
 def _register() -> None:
-    from . import config_cmd, models, server_cmd, serving
+    from . import config_cmd, models, run, server_cmd, serving
 
-    for command in (*models.COMMANDS, *serving.COMMANDS, config_cmd.config, server_cmd.server):
+    for command in (*models.COMMANDS, *serving.COMMANDS, run.run, config_cmd.config, server_cmd.server):
         cli.add_command(command)
 
 

@@ -1,0 +1,134 @@
+"""``kamiwaza run``: pull and serve if needed, then chat (interactive) or answer once.
+
+With PROMPT words, or when stdin is not a terminal, it answers once and exits;
+otherwise it opens the REPL. Pull and deploy progress always go to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .. import config as settings
+from .. import workflows
+from ..errors import EXIT_INTERRUPTED, KamiwazaError, UsageError
+from . import output
+from .models import _connect
+from .serving import run_serve
+
+
+@click.command()
+@click.argument("model")
+@click.argument("prompt", nargs=-1)
+@click.option("--system", help="System prompt (default: 'You are a helpful AI assistant.').")
+@click.option("--temperature", type=click.FloatRange(0, 2), help="Sampling temperature.")
+@click.option("--max-tokens", type=click.IntRange(min=1), help="Longest reply, in tokens (default 1024).")
+@click.option("--seed", type=int, help="Sampling seed, for repeatable replies.")
+@click.option("--verbose", "-v", is_flag=True, help="After each reply, print timings and token counts on stderr.")
+@click.option(
+    "--load",
+    "load_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Resume a conversation saved with /save.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One-shot: print one JSON object (reply, tokens, timings).")
+@click.pass_context
+def run(
+    ctx: click.Context,
+    model: str,
+    prompt: tuple[str, ...],
+    system: str | None,
+    temperature: float | None,
+    max_tokens: int | None,
+    seed: int | None,
+    verbose: bool,
+    load_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Chat with MODEL (pulling and serving it first if needed), or answer PROMPT once.
+
+    \b
+    Examples:
+      kamiwaza run qwen2.5-0.5b-instruct
+      kamiwaza run qwen2.5-0.5b-instruct "Why is the sky blue?"
+      git diff | kamiwaza run qwen2.5-7b-instruct "Write a commit message for this diff"
+    """
+    from ..chat.session import DEFAULT_SYSTEM, ChatSession, EndpointDown, TranscriptError
+
+    stdin_text = "" if sys.stdin.isatty() else sys.stdin.read()
+    one_shot = bool(prompt) or not sys.stdin.isatty()
+    if as_json and not one_shot:
+        raise UsageError("--json needs a PROMPT or text on stdin (it answers once)")
+    if one_shot:
+        from ..chat.oneshot import compose_prompt
+
+        question = compose_prompt(stdin_text, prompt)
+        if not question:
+            raise UsageError(
+                "nothing to ask: give a PROMPT or pipe text on stdin", hint=f'e.g.: kamiwaza run {model} "Hello"'
+            )
+
+    platform = _connect(ctx)
+    deployed = run_serve(platform, model)
+
+    def client_for(dep: workflows.Deployed) -> object:
+        return platform.openai_client(str(dep.deployment["id"]))
+
+    session = ChatSession(
+        model=deployed.name,
+        client=client_for(deployed),
+        system=DEFAULT_SYSTEM,
+        verbose=verbose,
+        info={
+            "deployment": str(deployed.deployment["id"]),
+            "endpoint": deployed.endpoint,
+            "engine": deployed.deployment.get("engine_name"),
+        },
+    )
+    if load_file is not None:
+        try:
+            session.load(load_file)
+        except TranscriptError as exc:
+            raise UsageError(str(exc), hint="save one from the chat with: /save FILE") from exc
+    if system is not None:
+        session.system = system
+    if temperature is not None:
+        session.temperature = temperature
+    if max_tokens is not None:
+        session.max_tokens = max_tokens
+    if seed is not None:
+        session.seed = seed
+
+    if one_shot:
+        from ..chat.oneshot import answer
+        from ..chat.repl import format_stats
+
+        try:
+            reply = answer(session, question, as_json=as_json)
+        except EndpointDown as exc:
+            raise KamiwazaError(f"{exc}", hint=f"run it again to redeploy: kamiwaza run {model}") from exc
+        if reply.interrupted:
+            ctx.exit(EXIT_INTERRUPTED)
+        if as_json:
+            output.emit_json(
+                {
+                    "model": deployed.name,
+                    "deployment_id": str(deployed.deployment["id"]),
+                    "endpoint": deployed.endpoint,
+                    **reply.as_dict(),
+                }
+            )
+        if verbose:
+            output.info(format_stats(reply))
+        return
+
+    from ..chat.repl import Repl
+
+    def reconnect() -> object:
+        return client_for(run_serve(platform, model))
+
+    history = None if os.environ.get("KAMIWAZA_NOHISTORY") == "1" else settings.home() / "history"
+    ctx.exit(Repl(session, history_file=history, reconnect=reconnect).run())
