@@ -26,5 +26,9 @@ lint: install
 demo: install
 	./scripts/demo.sh
 
+bench: install
+	$(PY) -m bench.serving
+	$(PY) -m bench.report
+
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

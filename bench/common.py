@@ -143,7 +143,7 @@ class CpuMeter:
     taken while the 2-core machine was busy with something else are retried.
     """
 
-    def __init__(self, roots: Callable[[], list[int]], max_foreign: float = 0.10, settle_timeout: float = 60.0) -> None:
+    def __init__(self, roots: Callable[[], list[int]], max_foreign: float = 0.10, settle_timeout: float = 20.0) -> None:
         self.roots = roots
         self.max_foreign = max_foreign
         self.settle_timeout = settle_timeout
@@ -185,7 +185,7 @@ class Stream:
     """One streamed chat completion, timed on arrival of each SSE event."""
 
     ttft: float  # s from sending the request to the first event with non-empty content
-    tokens_per_s: float  # content events after the first / (t_last - t_first)
+    tokens_per_s: float  # content events after the first / (t_last - t_first); nan with a single event
     content_events: int
     text: str
     arrivals: list[float] = field(repr=False)  # s since the request, one per content event
@@ -218,12 +218,12 @@ def stream_chat(client: httpx.Client, base_url: str, body: dict[str, Any]) -> St
             if content:
                 arrivals.append(now - start)
                 text.append(content)
-    if len(arrivals) < 2:
-        raise RuntimeError(f"{base_url}: only {len(arrivals)} content events; cannot time the stream")
+    if not arrivals:
+        raise RuntimeError(f"{base_url}: the stream had no content events; cannot time it")
     span = arrivals[-1] - arrivals[0]
     return Stream(
         ttft=arrivals[0],
-        tokens_per_s=(len(arrivals) - 1) / span,
+        tokens_per_s=(len(arrivals) - 1) / span if span > 0 else float("nan"),
         content_events=len(arrivals),
         text="".join(text),
         arrivals=arrivals,
@@ -255,10 +255,18 @@ def figure(
     }
 
 
-def write_result(name: str, figures: list[dict[str, Any]], runs: int, details: dict[str, Any] | None = None) -> Path:
+def write_result(
+    name: str,
+    figures: list[dict[str, Any]],
+    runs: int,
+    details: dict[str, Any] | None = None,
+    description: str = "",
+) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
     data: dict[str, Any] = {"name": name, "machine": machine(), "figures": figures, "runs": runs}
+    if description:
+        data["description"] = description
     if details:
         data["details"] = details
     path.write_text(json.dumps(data, indent=2) + "\n")

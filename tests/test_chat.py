@@ -100,6 +100,16 @@ def test_multiline_message(chat: pexpect.spawn, tmp_path: Path) -> None:
     assert saved["messages"][0]["content"] == "first line\nsecond line"
 
 
+def test_pasted_text_is_one_message(chat: pexpect.spawn, tmp_path: Path) -> None:
+    chat.send("\x1b[200~pasted line one\npasted line two\x1b[201~")  # a terminal's bracketed paste
+    chat.sendline("")
+    chat.expect_exact(INPUT_DONE)
+    wait_prompt(chat)
+    saved = transcript(chat, tmp_path / "p.json")
+    assert saved["messages"][0]["content"] == "pasted line one\npasted line two"
+    assert len(saved["messages"]) == 2
+
+
 def test_slash_commands(chat: pexpect.spawn, deployed: str, tmp_path: Path) -> None:
     assert "Available commands" in ask(chat, "/?")
     assert "/set system TEXT" in ask(chat, "/help")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from conftest import TINY_REPO, LocalServer
-from kamiwaza_sdk.schemas.models.model import CreateModelConfig
+from kamiwaza_sdk.exceptions import APIError
+from kamiwaza_sdk.schemas.models.model import CreateModel, CreateModelConfig
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +65,14 @@ def test_delete_model(client, server: LocalServer) -> None:  # type: ignore[no-u
     assert client.models.get_model_by_repo_id(TINY_REPO) is None
     assert not (server.home / "models" / str(model.id)).exists()
     assert client.models.get_model_configs(model.id) == []
+
+
+def test_create_model_registers_it_with_a_default_config(client) -> None:  # type: ignore[no-untyped-def]
+    created = client.models.create_model(CreateModel(name="hand-made", repo_modelId="me/hand-made-GGUF", hub="HubsHf"))
+    assert created.id is not None and created.repo_modelId == "me/hand-made-GGUF" and created.m_files == []
+    [config] = client.models.get_model_configs(created.id)
+    assert config.default is True
+    with pytest.raises(APIError) as err:
+        client.models.create_model(CreateModel(name="again", repo_modelId="me/hand-made-GGUF"))
+    assert err.value.status_code == 409
+    client.models.delete_model(created.id)

@@ -53,6 +53,16 @@ class ModelDownloadRequest(BaseModel):
     files_to_download: list[str] | None = None
 
 
+class CreateModel(BaseModel):
+    """Registering a model by hand (no files yet); ``pull`` registers through /models/download/."""
+
+    name: str = Field(min_length=1, max_length=256)
+    repo_modelId: str | None = Field(default=None, max_length=512)
+    hub: str | None = None
+    author: str | None = None
+    description: str | None = None
+
+
 class CreateModelConfig(BaseModel):
     m_id: UUID
     m_file_id: UUID | None = None
@@ -276,6 +286,26 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
     @app.get("/api/ping")
     def ping() -> dict[str, Any]:
         return {"status": "ok", "server": "kamiwaza-local", "version": __version__}
+
+    @app.post("/api/models/")
+    def create_model(body: CreateModel) -> dict[str, Any]:
+        repo_id = body.repo_modelId or body.name
+        if store().get_model_by_repo(repo_id) is not None:
+            raise HTTPException(409, f"a model with repo id {repo_id} already exists")
+        with store().transaction() as db:
+            model_id = store().insert_model(
+                db, name=body.name, repo_modelId=repo_id, hub=body.hub, author=body.author, description=body.description
+            )
+            store().insert_config(
+                db,
+                m_id=model_id,
+                name="default",
+                default=True,
+                description="Default configuration",
+                config={},
+                system_config={},
+            )
+        return model_json(store().get_model(model_id) or {}, [])
 
     @app.get("/api/models/")
     def list_models(load_files: bool = False) -> list[dict[str, Any]]:
