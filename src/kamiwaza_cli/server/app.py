@@ -296,15 +296,7 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
             model_id = store().insert_model(
                 db, name=body.name, repo_modelId=repo_id, hub=body.hub, author=body.author, description=body.description
             )
-            store().insert_config(
-                db,
-                m_id=model_id,
-                name="default",
-                default=True,
-                description="Default configuration",
-                config={},
-                system_config={},
-            )
+            store().insert_default_config(db, model_id)
         return model_json(store().get_model(model_id) or {}, [])
 
     @app.get("/api/models/")
@@ -477,15 +469,7 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
                         start.append(file_id)
                 ids.append(file_id)
             if not db.execute("SELECT 1 FROM model_configs WHERE m_id = ?", (model_id,)).fetchone():
-                s.insert_config(
-                    db,
-                    m_id=model_id,
-                    name="default",
-                    default=True,
-                    description="Default configuration",
-                    config={},
-                    system_config={},
-                )
+                s.insert_default_config(db, model_id)
         for file_id in start:
             downloads().start(file_id)
         message = f"Download started for {len(start)} file(s)" if start else "Files already downloaded or downloading"

@@ -257,6 +257,18 @@ class Store:
         _insert(db, "model_configs", fields)
         return str(fields["id"])
 
+    def insert_default_config(self, db: sqlite3.Connection, model_id: str) -> str:
+        """Every registered model gets one, as on the platform: deploy_model needs a config to pick."""
+        return self.insert_config(
+            db,
+            m_id=model_id,
+            name="default",
+            default=True,
+            description="Default configuration",
+            config={},
+            system_config={},
+        )
+
     def update_config(self, config_id: str, **fields: Any) -> None:
         with self.transaction() as db:
             if fields.get("default"):
