@@ -73,10 +73,6 @@ class ModelRef:
     quant: str | None = None
     friendly: str | None = None
 
-    @property
-    def explicit_quant(self) -> bool:
-        return self.quant is not None
-
 
 def _split_quant(text: str) -> tuple[str, str | None]:
     # A URL or Windows-ish path has colons that are not tags; only the last ':' of a

@@ -144,7 +144,3 @@ def _stdout_to_stderr() -> Iterator[None]:
     target = sys.stderr if debug_enabled() else io.StringIO()
     with contextlib.redirect_stdout(target):
         yield
-
-
-def sdk_value_error() -> type[ValueError]:
-    return ValueError

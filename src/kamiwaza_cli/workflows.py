@@ -124,7 +124,7 @@ def find_model(platform: Platform, text: str, models: list[dict[str, Any]] | Non
 
 def resolve_pull_ref(platform: Platform, text: str, models: list[dict[str, Any]]) -> ModelRef:
     ref = catalog.parse(text)
-    if ref.kind in ("file", "url") and not platform.is_local and ref.kind == "file":
+    if ref.kind == "file" and not platform.is_local:
         raise UsageError(
             "local files can only be pulled into the local server",
             hint="copy the file to the platform, or pull by repo id",

@@ -57,10 +57,6 @@ def info(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def warn(message: str) -> None:
-    print(f"Warning: {message}", file=sys.stderr, flush=True)
-
-
 def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()
