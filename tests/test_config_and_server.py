@@ -81,7 +81,8 @@ def test_config_show_defaults(tmp_path: Path) -> None:
     """Nothing set: every setting is 'default', and home is ~/.kamiwaza of this HOME."""
     rows = show_json({"HOME": str(tmp_path)})
     assert {k: r["source"] for k, r in rows.items()} == {
-        "home": "default", "base_url": "default", "local_port": "default", "api_key": "default", "debug": "default"}
+        "home": "default", "base_url": "default", "local_port": "default", "platform": "default", "api_key": "default",
+        "verify_ssl": "default", "ca_bundle": "default", "debug": "default"}
     assert rows["home"]["value"] == str(tmp_path / ".kamiwaza")
     assert rows["base_url"]["value"] == "http://127.0.0.1:7777/api"
     assert rows["local_port"]["value"] == "7777"
@@ -94,7 +95,8 @@ def test_config_show_env(home: Path) -> None:
                       "KAMIWAZA_LOCAL_PORT": "7799", "KAMIWAZA_API_KEY": "env-secret-key-1234",
                       "KAMIWAZA_DEBUG": "1"})
     assert {k: r["source"] for k, r in rows.items()} == {
-        "home": "env", "base_url": "env", "local_port": "env", "api_key": "env", "debug": "env"}
+        "home": "env", "base_url": "env", "local_port": "env", "platform": "default", "api_key": "env",
+        "verify_ssl": "default", "ca_bundle": "default", "debug": "env"}
     assert rows["home"]["value"] == str(home)
     assert rows["base_url"]["value"] == "https://env.example/api"  # normalized to end in /api
     assert rows["local_port"]["value"] == "7799"
@@ -107,7 +109,8 @@ def test_config_show_file(home: Path) -> None:
                         "api_key": "file-secret-key-5678", "debug": "true"})
     rows = show_json({"KAMIWAZA_HOME": str(home)})
     assert {k: r["source"] for k, r in rows.items()} == {
-        "home": "env", "base_url": "file", "local_port": "file", "api_key": "file", "debug": "file"}
+        "home": "env", "base_url": "file", "local_port": "file", "platform": "file", "api_key": "file",
+        "verify_ssl": "default", "ca_bundle": "default", "debug": "file"}
     assert rows["base_url"]["value"] == "https://file.example/api"
     assert rows["local_port"]["value"] == "7788"
     assert "file-secret" not in rows["api_key"]["value"]
@@ -158,24 +161,24 @@ def test_set_url_writes_a_private_file_and_show_says_file(home: Path) -> None:
     assert r.stdout == ""
     path = home / "config.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert json.loads(path.read_text()) == {"base_url": "https://h.example/api"}
+    assert json.loads(path.read_text()) == {"platform": "default", "platforms": {"default": {"url": "https://h.example/api"}}}
     assert [p.name for p in home.iterdir()] == ["config.json"]  # no temp file left beside it
     row = show_json(env)["base_url"]
     assert (row["value"], row["source"]) == ("https://h.example/api", "file")
 
-    # Without /api it is appended; other keys in the file survive.
+    # Without /api it is appended; other keys in the file survive (an older file's base_url is migrated).
     write_config(home, {"base_url": "https://h.example/api", "local_port": 7788})
     r = run_cli("config", "set-url", "https://other.example/", env=env)
     assert r.exit_code == 0, r.stderr
-    assert json.loads(path.read_text()) == {"base_url": "https://other.example/api", "local_port": 7788}
+    other = {"default": {"url": "https://other.example/api"}}
+    assert json.loads(path.read_text()) == {"platform": "default", "platforms": other, "local_port": 7788}
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
     r = run_cli("config", "set-url", "local", env=env)
     assert r.exit_code == 0, r.stderr
-    assert "base_url" not in json.loads(path.read_text())
-    assert json.loads(path.read_text()) == {"local_port": 7788}
+    assert json.loads(path.read_text()) == {"platform": "local", "platforms": other, "local_port": 7788}
     row = show_json(env)["base_url"]
-    assert (row["value"], row["source"]) == ("http://127.0.0.1:7788/api", "default")
+    assert (row["value"], row["source"]) == ("http://127.0.0.1:7788/api", "file")
 
 
 @pytest.mark.parametrize("url", ["ftp://x", "notaurl", "https://", "http:///api"])

@@ -36,7 +36,10 @@ SETTINGS: dict[str, Setting] = {
         Setting("home", "KAMIWAZA_HOME", "Where the CLI and the local server keep state", "~/.kamiwaza"),
         Setting("base_url", "KAMIWAZA_BASE_URL", "Platform API URL, ending in /api (default: the local server)"),
         Setting("local_port", "KAMIWAZA_LOCAL_PORT", "Port of the embedded local server", str(DEFAULT_LOCAL_PORT)),
+        Setting("platform", "KAMIWAZA_PLATFORM", "Named platform to use (see: kamiwaza config use NAME)"),
         Setting("api_key", "KAMIWAZA_API_KEY", "API key / token sent as Authorization: Bearer", secret=True),
+        Setting("verify_ssl", "KAMIWAZA_VERIFY_SSL", "Verify the platform's TLS certificate (false: don't)", "true"),
+        Setting("ca_bundle", "KAMIWAZA_CA_BUNDLE", "CA bundle file to verify the platform's certificate with"),
         Setting("debug", "KAMIWAZA_DEBUG", "Show tracebacks and HTTP requests (1/true)", "0"),
     ]
 }
@@ -123,12 +126,73 @@ def local_url(port: int | None = None) -> str:
     return f"http://{DEFAULT_LOCAL_HOST}:{port or local_port()}/api"
 
 
-def base_url(flag: str | None = None) -> Resolved:
-    """The platform URL; when nothing sets one it is the embedded local server's."""
-    resolved = resolve("base_url", flag)
-    if resolved.value is None:
-        return Resolved("base_url", local_url(), "default")
-    return Resolved("base_url", normalize_url(resolved.value), resolved.source)
+LOCAL = "local"
+
+
+def platforms(data: dict[str, Any] | None = None) -> dict[str, str]:
+    """Named platforms from the config file (name -> API URL); ``local`` is always the embedded server."""
+    data = read_file() if data is None else data
+    named = data.get("platforms") or {}
+    out = {str(k): str(v.get("url")) for k, v in named.items() if isinstance(v, dict) and v.get("url")}
+    if data.get("base_url") and "default" not in out:
+        out["default"] = str(data["base_url"])  # written by earlier versions: one unnamed platform
+    return out
+
+
+def platform_url(name: str, data: dict[str, Any] | None = None) -> str:
+    if name == LOCAL:
+        return local_url()
+    known = platforms(data)
+    if name not in known:
+        names = ", ".join([LOCAL, *sorted(known)])
+        raise UsageError(
+            f"unknown platform {name!r} (known: {names})",
+            hint=f"add it with: kamiwaza config set-url URL --name {name}",
+        )
+    return normalize_url(known[name])
+
+
+def current_platform(flag: str | None = None) -> Resolved:
+    """The platform name in use and where that choice came from."""
+    if flag:
+        return Resolved("platform", flag, "flag")
+    env = os.environ.get("KAMIWAZA_PLATFORM")
+    if env:
+        return Resolved("platform", env, "env")
+    data = read_file()
+    if data.get("platform"):
+        return Resolved("platform", str(data["platform"]), "file")
+    if data.get("base_url"):
+        return Resolved("platform", "default", "file")
+    return Resolved("platform", LOCAL, "default")
+
+
+def base_url(flag: str | None = None, platform: str | None = None) -> Resolved:
+    """The platform URL: --url > --platform > KAMIWAZA_BASE_URL > KAMIWAZA_PLATFORM > config file > local."""
+    if flag:
+        return Resolved("base_url", normalize_url(flag), "flag")
+    if platform:
+        return Resolved("base_url", platform_url(platform), "flag")
+    env = os.environ.get("KAMIWAZA_BASE_URL")
+    if env:
+        return Resolved("base_url", normalize_url(env), "env")
+    chosen = current_platform()
+    if chosen.source == "default" or chosen.value == LOCAL:
+        return Resolved("base_url", local_url(), chosen.source)
+    return Resolved("base_url", platform_url(str(chosen.value)), chosen.source)
+
+
+def tls_verify(insecure_flag: bool = False, ca_bundle_flag: str | None = None) -> tuple[bool, str | None]:
+    """(verify, ca_bundle) for the platform client: --ca-bundle > --insecure > env/file settings."""
+    ca = resolve("ca_bundle", ca_bundle_flag).value
+    if ca:
+        if not Path(ca).expanduser().is_file():
+            raise UsageError(f"CA bundle {ca} does not exist", hint="give a PEM file with --ca-bundle FILE")
+        return True, str(Path(ca).expanduser())
+    if insecure_flag:
+        return False, None
+    raw = (resolve("verify_ssl").value or "true").strip().lower()
+    return raw not in ("false", "0", "no", "off"), None
 
 
 def normalize_url(url: str) -> str:
@@ -155,7 +219,12 @@ def show() -> list[Resolved]:
     """Every setting with its value and where it came from, secrets masked."""
     rows = []
     for key, setting in SETTINGS.items():
-        r = base_url() if key == "base_url" else resolve(key)
+        if key == "base_url":
+            r = base_url()
+        elif key == "platform":
+            r = current_platform()
+        else:
+            r = resolve(key)
         if key == "home":
             r = Resolved(key, str(home()), r.source)
         if setting.secret and r.value:

@@ -27,12 +27,34 @@ REQUEST_TIMEOUT = (10.0, 120.0)
 
 
 class Platform:
-    def __init__(self, url: str, *, api_key: str | None = None, is_local: bool = False, debug: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str | None = None,
+        is_local: bool = False,
+        debug: bool = False,
+        verify: bool = True,
+        ca_bundle: str | None = None,
+    ) -> None:
         self.url = url
-        self.api_key = api_key
+        self._api_key = api_key
         self.is_local = is_local
         self.debug = debug
+        self.verify = verify
+        self.ca_bundle = ca_bundle
         self._client: Any = None
+
+    @property
+    def api_key(self) -> str | None:
+        return self._api_key
+
+    @api_key.setter
+    def api_key(self, value: str | None) -> None:
+        # The SDK client reads its key once; a new key (after a login or refresh) needs a new client.
+        if value != self._api_key:
+            self._api_key = value
+            self._client = None
 
     @property
     def client(self) -> Any:
@@ -52,7 +74,9 @@ class Platform:
         with _stdout_to_stderr():
             from kamiwaza_sdk import KamiwazaClient
 
-            client: Any = KamiwazaClient(self.url, api_key=self.api_key, log_level=level)
+            client: Any = KamiwazaClient(
+                self.url, api_key=self.api_key, log_level=level, verify=self.verify, ca_bundle=self.ca_bundle
+            )
         original = client.session.request
 
         @functools.wraps(original)
@@ -90,6 +114,16 @@ class Platform:
         # A dead endpoint must be reported at once, not retried with backoff.
         return client.with_options(max_retries=0)
 
+    # Authentication (the token store is the CLI's; the SDK only makes the calls)
+    def login(self, username: str, password: str) -> Any:
+        return self.call(self.client.auth.login_with_password, username, password)
+
+    def refresh(self, refresh_token: str) -> Any:
+        return self.call(self.client.auth.refresh_access_token, refresh_token)
+
+    def whoami(self) -> Any:
+        return self.call(self.client.auth.get_current_user)
+
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """A raw platform call through the SDK's client, for routes the SDK has no method for."""
         return self.call(self.client._request, method, path, **kwargs)
@@ -98,6 +132,11 @@ class Platform:
         status = getattr(exc, "status_code", None)
         detail = _detail(exc)
         if status is None:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSLError" in str(exc):
+                return PlatformUnreachable(
+                    f"the TLS certificate of {self.url} could not be verified",
+                    hint="give its CA with --ca-bundle FILE, or skip the check with --insecure",
+                )
             hint = (
                 "start it with: kamiwaza server start" if self.is_local else "check the URL with: kamiwaza config show"
             )

@@ -7,6 +7,7 @@ serve the human output, ``--json`` and ``kamiwaza run``.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,29 +30,63 @@ class ServerStarted:
     url: str
 
 
-def connect(url_flag: str | None = None, *, autostart: bool = True) -> tuple[Platform, ServerStarted | None]:
-    """The platform chosen by --url > KAMIWAZA_BASE_URL > config file > local default.
+def connect(
+    url_flag: str | None = None,
+    *,
+    platform_flag: str | None = None,
+    insecure: bool = False,
+    ca_bundle: str | None = None,
+    autostart: bool = True,
+    anonymous: bool = False,
+) -> tuple[Platform, ServerStarted | None]:
+    """The platform chosen by --url > --platform > KAMIWAZA_BASE_URL > KAMIWAZA_PLATFORM > config file > local.
 
-    The default local server is started when it is not running, so ``kamiwaza pull``
-    works on a fresh laptop with nothing else set up.
+    The credentials are the platform's: KAMIWAZA_API_KEY as the SDK reads it, else the
+    token ``kamiwaza login`` stored for this URL (refreshed when it is about to expire).
+    The local server is started when it is the chosen platform and not running, so
+    ``kamiwaza pull`` works on a fresh laptop with nothing else set up.
     """
-    resolved = config.base_url(url_flag)
-    is_local = resolved.value == config.local_url()
+    resolved = config.base_url(url_flag, platform_flag)
     url = resolved.value or config.local_url()
-    platform = Platform(
-        url,
-        api_key=config.resolve("api_key").value or _loopback_token(url),
-        is_local=is_local,
-        debug=config.debug_enabled(),
-    )
+    is_local = url == config.local_url()
+    verify, bundle = config.tls_verify(insecure, ca_bundle)
+    platform = Platform(url, is_local=is_local, debug=config.debug_enabled(), verify=verify, ca_bundle=bundle)
+    if not anonymous:
+        platform.api_key = config.resolve("api_key").value or stored_token(platform) or _loopback_token(url)
     started = None
-    if autostart and resolved.source == "default":
+    if autostart and is_local and url_flag is None and not os.environ.get("KAMIWAZA_BASE_URL"):
         from .server import control
 
         if not control.ping(platform.url, timeout=1.0):
             control.start(config.home(), port=config.local_port())
             started = ServerStarted(platform.url)
     return platform, started
+
+
+def stored_token(platform: Platform) -> str | None:
+    """The access token ``kamiwaza login`` saved for this platform, refreshed if it expires soon."""
+    from . import credentials
+
+    record = credentials.load(platform.url)
+    if record is None:
+        return None
+    if not credentials.is_expired(record):
+        return str(record["access_token"])
+    if record.get("refresh_token"):
+        try:
+            fresh = platform.refresh(str(record["refresh_token"]))
+        except KamiwazaError:
+            fresh = None
+        if fresh is not None:
+            credentials.save(
+                platform.url,
+                credentials.record_from_token_response(
+                    fresh, record.get("username"), str(record.get("kind") or "password")
+                ),
+            )
+            return str(fresh.access_token)
+    credentials.delete(platform.url)
+    raise AuthError(f"your session on {platform.url} has expired", hint="log in again with: kamiwaza login")
 
 
 def _loopback_token(url: str) -> str | None:

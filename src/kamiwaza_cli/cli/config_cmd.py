@@ -1,4 +1,4 @@
-"""``kamiwaza config``: set the platform URL and show every setting with its source.
+"""``kamiwaza config``: platforms (named URLs), the one in use, and every setting with its source.
 
 Never imports the SDK: ``config`` must answer instantly.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from .. import config as settings
+from ..errors import UsageError
 from . import output
 
 
@@ -18,18 +19,55 @@ def config() -> None:
 
 @config.command("set-url")
 @click.argument("url")
-def set_url(url: str) -> None:
-    """Use the platform at URL (e.g. https://kamiwaza.example.com/api); `local` for the local server."""
+@click.option("--name", "-n", default="default", show_default=True, help="Name of this platform.")
+def set_url(url: str, name: str) -> None:
+    """Use the platform at URL (e.g. https://kamiwaza.example.com/api) from now on.
+
+    URL `local` switches back to the embedded local server. Several platforms can be
+    kept under different --name values; switch with `kamiwaza config use NAME`.
+    """
     data = settings.read_file()
-    if url.strip().lower() in ("local", "default"):
-        data.pop("base_url", None)
+    if url.strip().lower() in (settings.LOCAL, "default"):
+        data["platform"] = settings.LOCAL
         path = settings.write_file(data)
         output.info(f"✨ Using the local server ({settings.local_url()}); saved to {path}")
         return
+    if name == settings.LOCAL or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise UsageError(f"invalid platform name {name!r}: use letters, digits, '-', '_' or '.' (not 'local')")
     normalized = settings.normalize_url(url)
-    data["base_url"] = normalized
+    named = dict(data.get("platforms") or {})
+    if data.get("base_url") and "default" not in named:
+        named["default"] = {"url": data["base_url"]}
+    data.pop("base_url", None)
+    named[name] = {"url": normalized}
+    data["platforms"] = named
+    data["platform"] = name
     path = settings.write_file(data)
-    output.info(f"✨ Platform URL set to {normalized} (saved to {path})")
+    output.info(f"✨ Platform {name} set to {normalized} and in use (saved to {path})")
+
+
+@config.command("use")
+@click.argument("name")
+def use(name: str) -> None:
+    """Switch to the platform NAME (`local` for the embedded local server)."""
+    data = settings.read_file()
+    url = settings.platform_url(name, data)
+    data["platform"] = name
+    settings.write_file(data)
+    output.info(f"✨ Using platform {name} ({url})")
+
+
+@config.command("platforms")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+def list_platforms(as_json: bool) -> None:
+    """List the named platforms; the one in use is marked."""
+    current = settings.current_platform().value
+    rows = [{"name": settings.LOCAL, "url": settings.local_url(), "current": current == settings.LOCAL}]
+    rows += [{"name": n, "url": u, "current": current == n} for n, u in sorted(settings.platforms().items())]
+    if as_json:
+        output.emit_json(rows)
+        return
+    output.table(["", "NAME", "URL"], [["*" if r["current"] else "", str(r["name"]), str(r["url"])] for r in rows])
 
 
 @config.command("show")
@@ -37,12 +75,14 @@ def set_url(url: str) -> None:
 def show(as_json: bool) -> None:
     """Show each setting, its value and where it came from (flag, env, file, default)."""
     ctx = click.get_current_context()
-    url_flag = ctx.find_root().params.get("url")
+    root = ctx.find_root().params
     rows = []
     for r in settings.show():
         if r.key == "base_url":
-            b = settings.base_url(url_flag)
+            b = settings.base_url(root.get("url"), root.get("platform_name"))
             r = settings.Resolved("base_url", b.value, b.source)
+        elif r.key == "platform" and root.get("platform_name"):
+            r = settings.current_platform(root.get("platform_name"))
         rows.append({"key": r.key, "env": settings.SETTINGS[r.key].env, "value": r.value, "source": r.source})
     if as_json:
         output.emit_json(rows)

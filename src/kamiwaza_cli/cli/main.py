@@ -80,18 +80,47 @@ class KamiwazaGroup(click.Group):
 
 
 class Context:
-    def __init__(self, url: str | None, debug: bool) -> None:
+    """The global flags every command connects with."""
+
+    def __init__(
+        self,
+        url: str | None,
+        debug: bool,
+        platform: str | None = None,
+        insecure: bool = False,
+        ca_bundle: str | None = None,
+    ) -> None:
         self.url = url
         self.debug = debug
+        self.platform = platform
+        self.insecure = insecure
+        self.ca_bundle = ca_bundle
 
 
 @click.group(cls=KamiwazaGroup, context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
 @click.option("--url", metavar="URL", help="Platform API URL (overrides KAMIWAZA_BASE_URL and the config file).")
+@click.option(
+    "--platform",
+    "-p",
+    "platform_name",
+    metavar="NAME",
+    help="Use a named platform from the config file (`local` is the embedded server).",
+)
+@click.option("--insecure", is_flag=True, help="Don't verify the platform's TLS certificate.")
+@click.option("--ca-bundle", metavar="FILE", help="Verify the platform's TLS certificate with this CA bundle.")
 @click.option("--quiet", "-q", is_flag=True, help="Only print data and errors.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and HTTP requests.")
 @click.version_option(__version__, "--version", "-V", prog_name="kamiwaza")
 @click.pass_context
-def cli(ctx: click.Context, url: str | None, quiet: bool, debug: bool) -> None:
+def cli(
+    ctx: click.Context,
+    url: str | None,
+    platform_name: str | None,
+    insecure: bool,
+    ca_bundle: str | None,
+    quiet: bool,
+    debug: bool,
+) -> None:
     """kamiwaza: pull, serve and chat with models on the Kamiwaza platform.
 
     With no URL configured, commands use the embedded local server
@@ -101,14 +130,24 @@ def cli(ctx: click.Context, url: str | None, quiet: bool, debug: bool) -> None:
     output.quiet = quiet
     if debug:
         os.environ["KAMIWAZA_DEBUG"] = "1"
-    ctx.obj = Context(url, debug or settings.debug_enabled())
+    ctx.obj = Context(url, debug or settings.debug_enabled(), platform_name, insecure, ca_bundle)
 
 
 def _register() -> None:
-    from . import config_cmd, models, run, server_cmd, serving
+    from . import auth_cmd, config_cmd, models, run, server_cmd, serving
 
-    for command in (*models.COMMANDS, *serving.COMMANDS, run.run, config_cmd.config, server_cmd.server):
+    for command in (
+        *models.COMMANDS,
+        *serving.COMMANDS,
+        run.run,
+        *auth_cmd.COMMANDS,
+        config_cmd.config,
+        server_cmd.server,
+    ):
         cli.add_command(command)
+    from .completion import completion
+
+    cli.add_command(completion)
 
 
 _register()

@@ -36,18 +36,46 @@ def server() -> None:
     default=None,
     help="Require this key as 'Authorization: Bearer KEY' on every route.",
 )
+@click.option(
+    "--user",
+    envvar="KAMIWAZA_LOCAL_USER",
+    default=None,
+    help="Offer `kamiwaza login` for this one local user (password from --password-stdin or KAMIWAZA_LOCAL_PASSWORD).",
+)
+@click.option("--password-stdin", is_flag=True, help="Read the local user's password from stdin.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Serve HTTPS with this certificate.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="The certificate's private key.")
 @click.option("--foreground", is_flag=True, help="Run in this process (for systemd/containers).")
-def start(host: str, port: int | None, api_key: str | None, foreground: bool) -> None:
+def start(
+    host: str,
+    port: int | None,
+    api_key: str | None,
+    user: str | None,
+    password_stdin: bool,
+    tls_cert: str | None,
+    tls_key: str | None,
+    foreground: bool,
+) -> None:
     """Start the local server in the background (no-op if it is already running)."""
     port = port or settings.local_port()
     home = settings.home()
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else os.environ.get("KAMIWAZA_LOCAL_PASSWORD")
     if foreground:
         from ..server.__main__ import main as run
 
-        if api_key:
-            os.environ["KAMIWAZA_LOCAL_API_KEY"] = api_key
-        sys.exit(run(["--host", host, "--port", str(port), "--home", str(home)]))
-    info, started = control.start(home, host=host, port=port, api_key=api_key)
+        for key, value in (
+            ("KAMIWAZA_LOCAL_API_KEY", api_key),
+            ("KAMIWAZA_LOCAL_USER", user),
+            ("KAMIWAZA_LOCAL_PASSWORD", password),
+        ):
+            if value:
+                os.environ[key] = value
+        argv = ["--host", host, "--port", str(port), "--home", str(home)]
+        if tls_cert and tls_key:
+            argv += ["--tls-cert", tls_cert, "--tls-key", tls_key]
+        sys.exit(run(argv))
+    security = control.Security(api_key, user, password, tls_cert, tls_key)
+    info, started = control.start(home, host=host, port=port, security=security)
     if started:
         output.info(f"✨ Local server started at {info.url} (pid {info.pid}, logs: {control.log_path(home)})")
     else:

@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7777)
     parser.add_argument("--home", default=None)
+    parser.add_argument("--tls-cert", default=None)
+    parser.add_argument("--tls-key", default=None)
     args = parser.parse_args(argv)
 
     from ..config import home as default_home
@@ -46,7 +48,14 @@ def main(argv: list[str] | None = None) -> int:
 
     app = create_app(home, api_key=api_key)
     config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level="warning", access_log=False, timeout_graceful_shutdown=5
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        ssl_certfile=args.tls_cert,
+        ssl_keyfile=args.tls_key,
     )
     server = uvicorn.Server(config)
     state = state_path(home)
@@ -55,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         "host": args.host,
         "port": args.port,
         "started_at": time.time(),
-        "auth": bool(api_key),
+        "auth": bool(api_key or os.environ.get("KAMIWAZA_LOCAL_USER")),
+        "tls": bool(args.tls_cert),
     }
     state.write_text(json.dumps(record))
     logging.getLogger("kamiwaza.server").info(

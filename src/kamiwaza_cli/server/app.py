@@ -8,13 +8,13 @@ registered exactly as the SDK sends them (FastAPI would otherwise answer 307).
 
 from __future__ import annotations
 
-import hmac
 import shutil
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 from uuid import UUID
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from .. import __version__, quantization
 from ..gguf import GGUFError, read_gguf
 from . import engines, sources
+from .auth import OPEN_PATHS, LocalAuth
 from .downloads import DiskFull, DownloadManager, human_rate, mmss, partial_path
 from .gateway import Gateway
 from .sources import SourceError
@@ -103,17 +104,44 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
 
     app = FastAPI(title="Kamiwaza local server", version=__version__, lifespan=lifespan)
 
-    if api_key:
+    auth = LocalAuth.from_env(home, api_key)
+
+    if auth.enabled:
 
         @app.middleware("http")
-        async def require_key(request: Request, call_next: Any) -> Any:
-            header = request.headers.get("authorization", "")
-            token = header[7:] if header.lower().startswith("bearer ") else ""
-            if not hmac.compare_digest(token.encode(), api_key.encode()):
+        async def require_auth(request: Request, call_next: Any) -> Any:
+            if request.url.path not in OPEN_PATHS and auth.identify(request.headers.get("authorization", "")) is None:
                 return JSONResponse(
                     {"detail": "Not authenticated"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
                 )
             return await call_next(request)
+
+    @app.post("/api/auth/token")
+    async def token(request: Request) -> Any:
+        form = parse_qs((await request.body()).decode("utf-8", errors="replace"))
+        if form.get("grant_type", ["password"])[0] != "password":
+            return JSONResponse({"detail": "unsupported grant_type"}, status_code=400)
+        granted = auth.password_grant(form.get("username", [""])[0], form.get("password", [""])[0])
+        if granted is None:
+            return JSONResponse({"detail": "Invalid username or password"}, status_code=401)
+        return granted
+
+    @app.post("/api/auth/refresh")
+    def refresh(refresh_token: str) -> Any:
+        granted = auth.refresh(refresh_token)
+        if granted is None:
+            return JSONResponse({"detail": "Invalid or expired refresh token"}, status_code=401)
+        return granted
+
+    @app.get("/api/auth/users/me")
+    def users_me(request: Request) -> Any:
+        who = auth.identify(request.headers.get("authorization", ""))
+        if who is None:
+            if auth.enabled:
+                return JSONResponse({"detail": "Not authenticated"}, status_code=401)
+            # No auth configured: everyone on loopback is the local owner.
+            who = {"username": "local", "sub": "local", "email": None, "groups": [], "roles": ["admin"]}
+        return who
 
     def store() -> Store:
         return state["store"]  # type: ignore[no-any-return]

@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -33,11 +34,12 @@ class ServerInfo:
     port: int
     started_at: float
     auth: bool = False
+    tls: bool = False
 
     @property
     def url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
-        return f"http://{host}:{self.port}/api"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}/api"
 
 
 def is_loopback(host: str) -> bool:
@@ -59,8 +61,10 @@ def log_path(home: Path) -> Path:
 
 def ping(url: str, timeout: float = 1.0) -> bool:
     """True when a Kamiwaza API answers /ping at ``url`` (which ends in /api)."""
+    # Only ever pointed at our own server: its certificate may well be self-signed.
+    context = ssl._create_unverified_context() if url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(url.rstrip("/") + "/ping", timeout=timeout) as resp:
+        with urllib.request.urlopen(url.rstrip("/") + "/ping", timeout=timeout, context=context) as resp:
             return bool(resp.status == 200)
     except urllib.error.HTTPError as exc:
         return exc.code == 401  # a server with an API key is up even if it refuses us
@@ -89,7 +93,12 @@ def status(home: Path) -> ServerInfo | None:
     try:
         data = json.loads(path.read_text())
         info = ServerInfo(
-            int(data["pid"]), str(data["host"]), int(data["port"]), float(data["started_at"]), bool(data.get("auth"))
+            int(data["pid"]),
+            str(data["host"]),
+            int(data["port"]),
+            float(data["started_at"]),
+            bool(data.get("auth")),
+            bool(data.get("tls")),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -110,8 +119,19 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class Security:
+    """How a started server authenticates and encrypts; secrets reach it by environment, never argv."""
+
+    api_key: str | None = None
+    user: str | None = None
+    password: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+
 def start(
-    home: Path, host: str = "127.0.0.1", port: int = 7777, api_key: str | None = None, timeout: float = 30.0
+    home: Path, host: str = "127.0.0.1", port: int = 7777, security: Security | None = None, timeout: float = 30.0
 ) -> tuple[ServerInfo, bool]:
     """Start the server detached and wait until it answers; returns (info, started_now)."""
     current = status(home)
@@ -123,7 +143,8 @@ def start(
             )
         if ping(current.url, timeout=2.0):
             return current, False
-    if not is_loopback(host) and not api_key:
+    security = security or Security()
+    if not is_loopback(host) and not security.api_key:
         raise UsageError(
             f"refusing to listen on {host} without an API key",
             hint=f"use: kamiwaza server start --host {host} --api-key KEY (or KAMIWAZA_LOCAL_API_KEY)",
@@ -134,11 +155,29 @@ def start(
             hint="pick another with: kamiwaza server start --port PORT",
         )
     home.mkdir(parents=True, exist_ok=True)
+    if security.user and not security.password:
+        raise UsageError(
+            "a local user needs a password", hint="pass it with --password-stdin or KAMIWAZA_LOCAL_PASSWORD"
+        )
+    if bool(security.tls_cert) != bool(security.tls_key):
+        raise UsageError("TLS needs both --tls-cert and --tls-key")
     env = dict(os.environ)
-    if api_key:
-        env["KAMIWAZA_LOCAL_API_KEY"] = api_key
+    for key, value in (
+        ("KAMIWAZA_LOCAL_API_KEY", security.api_key),
+        ("KAMIWAZA_LOCAL_USER", security.user),
+        ("KAMIWAZA_LOCAL_PASSWORD", security.password),
+    ):
+        if value:
+            env[key] = value
     log = log_path(home)
     argv = [sys.executable, "-m", "kamiwaza_cli.server", "--host", host, "--port", str(port), "--home", str(home)]
+    if security.tls_cert and security.tls_key:
+        argv += [
+            "--tls-cert",
+            str(Path(security.tls_cert).resolve()),
+            "--tls-key",
+            str(Path(security.tls_key).resolve()),
+        ]
     with log.open("ab") as out:
         proc = subprocess.Popen(
             argv,
@@ -149,7 +188,9 @@ def start(
             start_new_session=True,
             close_fds=True,
         )
-    info = ServerInfo(proc.pid, host, port, time.time(), bool(api_key))
+    info = ServerInfo(
+        proc.pid, host, port, time.time(), bool(security.api_key or security.user), bool(security.tls_cert)
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

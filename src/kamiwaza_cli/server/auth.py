@@ -1,0 +1,125 @@
+"""Authentication for the local server, shaped like the platform's: API key and password grant.
+
+Started with an API key (``--api-key`` / ``KAMIWAZA_LOCAL_API_KEY``), every route
+needs ``Authorization: Bearer <key>``. Started with one local user
+(``KAMIWAZA_LOCAL_USER`` / ``KAMIWAZA_LOCAL_PASSWORD``), it also offers the platform's
+password grant (``POST /auth/token``), refresh (``POST /auth/refresh?refresh_token=``) and
+``GET /auth/users/me``, so ``kamiwaza login`` works against it. Tokens are HMAC-signed
+with a secret kept in ``$KAMIWAZA_HOME/auth_secret`` (0600), so they survive restarts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ACCESS_TTL = 3600
+REFRESH_TTL = 30 * 24 * 3600
+OPEN_PATHS = ("/api/auth/token", "/api/auth/refresh")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _secret(home: Path) -> bytes:
+    path = home / "auth_secret"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
+@dataclass
+class LocalAuth:
+    home: Path
+    api_key: str | None = None
+    username: str | None = None
+    password: str | None = None
+    access_ttl: int = ACCESS_TTL
+
+    @classmethod
+    def from_env(cls, home: Path, api_key: str | None) -> LocalAuth:
+        ttl = int(os.environ.get("KAMIWAZA_LOCAL_TOKEN_TTL") or ACCESS_TTL)
+        return cls(
+            home,
+            api_key,
+            os.environ.get("KAMIWAZA_LOCAL_USER") or None,
+            os.environ.get("KAMIWAZA_LOCAL_PASSWORD") or None,
+            ttl,
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.api_key or self.username)
+
+    def _sign(self, payload: dict[str, Any]) -> str:
+        body = _b64(json.dumps(payload, separators=(",", ":")).encode())
+        mac = hmac.new(_secret(self.home), body.encode(), hashlib.sha256).digest()
+        return f"kw1.{body}.{_b64(mac)}"
+
+    def _verify_signed(self, token: str, kind: str) -> dict[str, Any] | None:
+        try:
+            prefix, body, mac = token.split(".")
+            expected = hmac.new(_secret(self.home), body.encode(), hashlib.sha256).digest()
+            if prefix != "kw1" or not hmac.compare_digest(_unb64(mac), expected):
+                return None
+            payload: dict[str, Any] = json.loads(_unb64(body))
+        except (ValueError, json.JSONDecodeError):
+            return None
+        if payload.get("typ") != kind or float(payload.get("exp", 0)) < time.time():
+            return None
+        if payload.get("sub") != self.username:
+            return None  # the user was changed since: old tokens stop working
+        return payload
+
+    def _tokens(self) -> dict[str, Any]:
+        now = time.time()
+        return {
+            "access_token": self._sign(
+                {"sub": self.username, "typ": "access", "exp": now + self.access_ttl, "jti": secrets.token_hex(8)}
+            ),
+            "refresh_token": self._sign(
+                {"sub": self.username, "typ": "refresh", "exp": now + REFRESH_TTL, "jti": secrets.token_hex(8)}
+            ),
+            "token_type": "bearer",
+            "expires_in": self.access_ttl,
+        }
+
+    def password_grant(self, username: str, password: str) -> dict[str, Any] | None:
+        if not self.username or not self.password:
+            return None
+        ok_user = hmac.compare_digest(username.encode(), self.username.encode())
+        ok_pass = hmac.compare_digest(password.encode(), self.password.encode())
+        return self._tokens() if ok_user and ok_pass else None
+
+    def refresh(self, refresh_token: str) -> dict[str, Any] | None:
+        return self._tokens() if self._verify_signed(refresh_token, "refresh") else None
+
+    def identify(self, authorization: str) -> dict[str, Any] | None:
+        """The caller's identity from an Authorization header, or None when it is not valid."""
+        token = authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
+        if not token:
+            return None
+        if self.api_key and hmac.compare_digest(token.encode(), self.api_key.encode()):
+            return {"username": "api-key", "sub": "api-key", "email": None, "groups": [], "roles": ["admin"]}
+        payload = self._verify_signed(token, "access")
+        if payload is None:
+            return None
+        return {"username": payload["sub"], "sub": payload["sub"], "email": None, "groups": [], "roles": ["admin"]}
