@@ -294,8 +294,8 @@ def _diagnose_missing(platform: Platform, ref: ModelRef) -> KamiwazaError:
         found = platform.request("POST", "/models/search/", json={"query": ref.source, "exact": False, "limit": 10})
     except KamiwazaError:
         found = {}
-    hub_error = (found or {}).get("hub_error") or {}
-    code, message = hub_error.get("code"), hub_error.get("message")
+    found = found or {}
+    code, message = found.get("hub_error_code"), found.get("hub_error")
     if code == "gated":
         return AuthError(
             message or f"{ref.source} is gated", hint="accept the license on the hub, then set HF_TOKEN for the server"

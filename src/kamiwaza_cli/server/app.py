@@ -381,11 +381,14 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
                     results.append({"id": None, "model": remote_model_json(r)})
                     seen.add(r.repo_id)
             if err is not None:
-                hub_error = {"code": err.code, "message": err.message}
+                hub_error = err
         results = results[:limit]
         out: dict[str, Any] = {"results": results, "total_results": len(results)}
-        if hub_error:
-            out["hub_error"] = hub_error
+        if hub_error is not None:
+            # The platform's fields: hub_error is a string; the code is this server's addition.
+            out["hub_error"] = hub_error.message
+            out["hub_error_code"] = hub_error.code
+            out["local_results_only"] = True
         return out
 
     @app.post("/api/models/download/")
@@ -745,13 +748,13 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
         ]
 
     @app.get("/api/serving/health")
-    def serving_health() -> dict[str, Any]:
-        rows = store().list_deployments()
-        return {
-            "status": "healthy",
-            "deployments": sum(d["status"] in ACTIVE for d in rows),
-            "running": sum(d["status"] == "DEPLOYED" for d in rows),
-        }
+    def serving_health() -> list[dict[str, str]]:
+        # The platform's shape (and the SDK's get_health): one entry per active deployment.
+        return [
+            {"id": d["id"], "m_name": d["m_name"] or "", "status": d["status"], "engine_name": d["engine_name"] or ""}
+            for d in store().list_deployments()
+            if d["status"] in ACTIVE
+        ]
 
     @app.api_route(
         "/runtime/models/{deployment_id}/v1/{path:path}",
