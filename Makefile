@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # A native llama.cpp build segfaults on these VMs (AMX); build it portably.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test demo lint bench clean docs
 
 install: $(STAMP)
 
@@ -22,6 +22,9 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/mypy src
+
+docs: install
+	$(PY) scripts/gen_cli_docs.py
 
 demo: install
 	./scripts/demo.sh

@@ -12,13 +12,18 @@ import click
 
 from .. import quantization, workflows
 from ..errors import EXIT_INTERRUPTED
-from . import output
+from . import completion, output
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 
 
-def _connect(ctx: click.Context) -> workflows.Platform:
-    platform, started = workflows.connect(ctx.obj.url)
+def _connect(ctx: click.Context, anonymous: bool = False) -> workflows.Platform:
+    o = ctx.obj
+    platform, started = workflows.connect(
+        o.url, platform_flag=o.platform, insecure=o.insecure, ca_bundle=o.ca_bundle, anonymous=anonymous
+    )
+    if not platform.verify:
+        output.info(f"Warning: TLS certificate verification is off for {platform.url}")
     if started:
         output.info(f"Started the local server at {started.url}")
     return platform
@@ -79,7 +84,7 @@ class PullView:
 
 
 @click.command()
-@click.argument("model")
+@click.argument("model", shell_complete=completion.complete_models)
 @click.option(
     "--quantization",
     "-q",
@@ -206,7 +211,7 @@ def list_models(ctx: click.Context, catalog: bool, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("model")
+@click.argument("model", shell_complete=completion.complete_downloaded_models)
 @json_option
 @click.pass_context
 def show(ctx: click.Context, model: str, as_json: bool) -> None:
@@ -253,7 +258,7 @@ def _params(n: int | None) -> str:
 
 
 @click.command()
-@click.argument("models", nargs=-1, required=True)
+@click.argument("models", nargs=-1, required=True, shell_complete=completion.complete_downloaded_models)
 @click.option("--force", "-f", is_flag=True, help="Remove even if a deployment uses it.")
 @click.pass_context
 def rm(ctx: click.Context, models: tuple[str, ...], force: bool) -> None:

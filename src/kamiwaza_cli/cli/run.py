@@ -15,13 +15,13 @@ import click
 from .. import config as settings
 from .. import workflows
 from ..errors import EXIT_INTERRUPTED, KamiwazaError, UsageError
-from . import output
+from . import completion, output
 from .models import _connect
 from .serving import run_serve
 
 
 @click.command()
-@click.argument("model")
+@click.argument("model", shell_complete=completion.complete_models)
 @click.argument("prompt", nargs=-1)
 @click.option("--system", help="System prompt (default: 'You are a helpful AI assistant.').")
 @click.option("--temperature", type=click.FloatRange(0, 2), help="Sampling temperature.")

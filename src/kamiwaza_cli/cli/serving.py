@@ -15,7 +15,7 @@ import click
 
 from .. import workflows
 from ..errors import EXIT_INTERRUPTED
-from . import output
+from . import completion, output
 from .models import PullView, _connect, json_option
 
 STATUS_LABELS = {
@@ -107,7 +107,7 @@ def _uptime(seconds: int | None) -> str:
 
 
 @click.command()
-@click.argument("model")
+@click.argument("model", shell_complete=completion.complete_models)
 @click.option("--port", type=click.IntRange(1, 65535), help="Serve on this engine port (default: a free one).")
 @click.option("--no-pull", is_flag=True, help="Fail instead of pulling a model that is not downloaded.")
 @json_option
@@ -164,7 +164,7 @@ def ps(ctx: click.Context, show_all: bool, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("target", required=False)
+@click.argument("target", required=False, shell_complete=completion.complete_deployments)
 @click.option("--all", "-a", "stop_all", is_flag=True, help="Stop every running deployment.")
 @click.pass_context
 def stop(ctx: click.Context, target: str | None, stop_all: bool) -> None:
@@ -189,7 +189,7 @@ def stop(ctx: click.Context, target: str | None, stop_all: bool) -> None:
 
 
 @click.command()
-@click.argument("target")
+@click.argument("target", shell_complete=completion.complete_deployments)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the engine stops.")
 @click.option("--lines", "-n", default=100, show_default=True, help="How many lines from the end.")
 @click.pass_context
