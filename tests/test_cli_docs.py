@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,3 +71,14 @@ def test_blocks_are_what_help_prints(path: str) -> None:
     block = re.search(rf"^\$ {re.escape(command)} --help\n(.*?)\n```$", DOC.read_text(), re.S | re.M)
     assert block is not None
     assert block.group(1) + "\n" == r.stdout
+
+
+def test_lazy_command_list_matches_each_command_help() -> None:
+    """`kamiwaza --help` lists commands without importing them; its lines must not drift from the docstrings."""
+    from kamiwaza_cli.cli.main import LAZY_COMMANDS, cli
+
+    ctx = click.Context(cli, info_name="kamiwaza")
+    for name, (_module, _attr, summary) in LAZY_COMMANDS.items():
+        command = cli.get_command(ctx, name)
+        assert command is not None and command.help is not None, name
+        assert command.help.strip().splitlines()[0] == summary, name

@@ -8,6 +8,7 @@ and ``config`` must not pay for the SDK.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
@@ -23,6 +24,8 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 
 EPILOG = """\b
 Examples:
+  kamiwaza run qwen2.5-0.5b-instruct         pull + serve if needed, then chat
+  kamiwaza serve qwen2.5-0.5b-instruct       deploy as an OpenAI-compatible API
   kamiwaza pull qwen2.5-0.5b-instruct        download (in the platform), with progress
   kamiwaza pull ./model-Q4_K_M.gguf          register a local GGUF file
   kamiwaza list                              downloaded models
@@ -53,13 +56,48 @@ def report(exc: BaseException, debug: bool) -> int:
     return EXIT_ERROR
 
 
+# name -> (module in cli/, attribute, the one line `kamiwaza --help` shows; a test keeps it equal to
+# the command's own docstring).
+LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "pull": ("models", "pull", "Download MODEL into the platform, with a progress bar per file."),
+    "list": ("models", "list_models", "List the models downloaded to the platform (alias: ls)."),
+    "show": ("models", "show", "Show a downloaded MODEL: files, quantizations, configs and GGUF facts."),
+    "rm": ("models", "rm", "Remove downloaded MODELS and their files from the platform."),
+    "serve": ("serving", "serve", "Deploy MODEL as an OpenAI-compatible API and print its endpoint."),
+    "ps": ("serving", "ps", "List deployments: running, starting and failed (stopped ones with --all)."),
+    "stop": ("serving", "stop", "Stop the deployment(s) of a MODEL, or one deployment by ID (prefix)."),
+    "logs": ("serving", "logs", "Print the engine log of a MODEL's deployment, or of one deployment by ID."),
+    "run": ("run", "run", "Chat with MODEL (pulling and serving it first if needed), or answer PROMPT once."),
+    "login": ("auth_cmd", "login", "Log in to the platform and keep its tokens for the next commands."),
+    "logout": ("auth_cmd", "logout", "Forget the tokens stored for the platform."),
+    "whoami": ("auth_cmd", "whoami", "Show who the platform thinks you are."),
+    "config": ("config_cmd", "config", "Show and change settings ($KAMIWAZA_HOME/config.json)."),
+    "server": ("server_cmd", "server", "The embedded local server (a single-node Kamiwaza API on this machine)."),
+    "completion": ("completion", "completion", "Print the shell completion script for SHELL (bash, zsh or fish)."),
+}
+
+
 class KamiwazaGroup(click.Group):
     """The error boundary: every command's exceptions end here as a message and an exit code."""
 
     aliases = {"ls": "list"}
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return super().get_command(ctx, self.aliases.get(cmd_name, cmd_name))
+        name = self.aliases.get(cmd_name, cmd_name)
+        if name not in self.commands and name in LAZY_COMMANDS:
+            # Import a command's module only when it runs: start-up stays at click's own cost.
+            module, attribute, _ = LAZY_COMMANDS[name]
+            self.add_command(getattr(importlib.import_module(f"{__package__}.{module}"), attribute), name)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, LAZY_COMMANDS[name][2]) for name in self.list_commands(ctx) if name in LAZY_COMMANDS]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -131,26 +169,6 @@ def cli(
     if debug:
         os.environ["KAMIWAZA_DEBUG"] = "1"
     ctx.obj = Context(url, debug or settings.debug_enabled(), platform_name, insecure, ca_bundle)
-
-
-def _register() -> None:
-    from . import auth_cmd, config_cmd, models, run, server_cmd, serving
-
-    for command in (
-        *models.COMMANDS,
-        *serving.COMMANDS,
-        run.run,
-        *auth_cmd.COMMANDS,
-        config_cmd.config,
-        server_cmd.server,
-    ):
-        cli.add_command(command)
-    from .completion import completion
-
-    cli.add_command(completion)
-
-
-_register()
 
 
 def main(argv: list[str] | None = None) -> None:
