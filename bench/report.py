@@ -2,7 +2,7 @@
 
 Each result file has the shape ``{"name", "machine": {...}, "figures": [{"metric", "value",
 "baseline", "ratio", "unit", "target", "met", "note"}], "runs"}`` (optional: ``description``,
-``diff`` per figure, ``details``), so a new benchmark only has to write one more file.
+``conditions``, ``diff`` per figure, ``details``), so a new benchmark only has to write one more file.
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ def render(result: dict[str, Any]) -> str:
         f"Date: {machine.get('date', 'unknown')}. Each figure is the median of {result.get('runs', '?')} runs.",
         "",
     ]
+    if result.get("conditions"):
+        lines += [f"Conditions: {result['conditions']}.", ""]
     judged = [f for f in figures if isinstance(f.get("met"), bool)]
     if judged:
         lines += [f"Targets met: {sum(f['met'] for f in judged)} of {len(judged)}.", ""]

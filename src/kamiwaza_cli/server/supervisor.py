@@ -165,7 +165,8 @@ class Supervisor:
     def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                dep_id = self._requests.get(timeout=0.1)
+                # Poll starting engines often: readiness is noticed within ~20 ms of the engine's.
+                dep_id = self._requests.get(timeout=0.02 if self._starting else 0.1)
             except queue.Empty:
                 dep_id = None
             if dep_id is not None:
