@@ -40,6 +40,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("api_key", "KAMIWAZA_API_KEY", "API key / token sent as Authorization: Bearer", secret=True),
         Setting("verify_ssl", "KAMIWAZA_VERIFY_SSL", "Verify the platform's TLS certificate (false: don't)", "true"),
         Setting("ca_bundle", "KAMIWAZA_CA_BUNDLE", "CA bundle file to verify the platform's certificate with"),
+        Setting("timeout", "KAMIWAZA_TIMEOUT", "Seconds to wait for the platform to answer a request", "120"),
         Setting("debug", "KAMIWAZA_DEBUG", "Show tracebacks and HTTP requests (1/true)", "0"),
     ]
 }
@@ -209,6 +210,17 @@ def normalize_url(url: str) -> str:
     if not parts.path.endswith("/api"):
         url = url + "/api"
     return url
+
+
+def request_timeout() -> float:
+    raw = resolve("timeout").value or "120"
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise UsageError(f"KAMIWAZA_TIMEOUT must be a number of seconds, not {raw!r}") from exc
+    if value <= 0:
+        raise UsageError(f"KAMIWAZA_TIMEOUT must be positive, not {raw!r}")
+    return value
 
 
 def debug_enabled() -> bool:

@@ -21,9 +21,7 @@ from .errors import AuthError, DownloadFailed, KamiwazaError, NotFound, Platform
 
 T = TypeVar("T")
 
-# requests has no default timeout and the SDK sets none for most calls; a platform
-# that stops answering must give an error, not a hang.
-REQUEST_TIMEOUT = (10.0, 120.0)
+CONNECT_TIMEOUT = 10.0
 
 
 class Platform:
@@ -36,6 +34,7 @@ class Platform:
         debug: bool = False,
         verify: bool = True,
         ca_bundle: str | None = None,
+        timeout: float = 120.0,
     ) -> None:
         self.url = url
         self._api_key = api_key
@@ -43,6 +42,7 @@ class Platform:
         self.debug = debug
         self.verify = verify
         self.ca_bundle = ca_bundle
+        self.timeout = timeout
         self._client: Any = None
 
     @property
@@ -81,9 +81,10 @@ class Platform:
 
         @functools.wraps(original)
         def request_with_timeout(method: str, url: str, **kwargs: Any) -> Any:
-            kwargs.setdefault("timeout", REQUEST_TIMEOUT)
-            if kwargs["timeout"] is None:
-                kwargs["timeout"] = REQUEST_TIMEOUT
+            # requests has no default timeout and the SDK sets none for most calls; a platform
+            # that stops answering must give an error, not a hang.
+            if kwargs.get("timeout") is None:
+                kwargs["timeout"] = (min(CONNECT_TIMEOUT, self.timeout), self.timeout)
             if self.debug:
                 print(f"→ {method} {url}", file=sys.stderr)
             return original(method, url, **kwargs)
@@ -140,6 +141,11 @@ class Platform:
             hint = (
                 "start it with: kamiwaza server start" if self.is_local else "check the URL with: kamiwaza config show"
             )
+            if "timed out" in str(exc).lower() or "Timeout" in str(exc):
+                return PlatformUnreachable(
+                    f"the platform at {self.url} stopped answering (no reply in {self.timeout:g} s)",
+                    hint="try again, or wait longer with KAMIWAZA_TIMEOUT=SECONDS",
+                )
             return PlatformUnreachable(f"cannot reach the platform at {self.url}", hint=hint)
         if status == 403:
             if "gated" in detail:

@@ -50,7 +50,14 @@ def connect(
     url = resolved.value or config.local_url()
     is_local = url == config.local_url()
     verify, bundle = config.tls_verify(insecure, ca_bundle)
-    platform = Platform(url, is_local=is_local, debug=config.debug_enabled(), verify=verify, ca_bundle=bundle)
+    platform = Platform(
+        url,
+        is_local=is_local,
+        debug=config.debug_enabled(),
+        verify=verify,
+        ca_bundle=bundle,
+        timeout=config.request_timeout(),
+    )
     if not anonymous:
         platform.api_key = config.resolve("api_key").value or stored_token(platform) or _loopback_token(url)
     started = None

@@ -31,6 +31,8 @@ from .sources import SourceError
 from .store import Store, UnsafeName, now
 from .supervisor import ACTIVE, Supervisor, port_is_free, tail
 
+MAX_API_BODY = 1 << 20
+MAX_INFERENCE_BODY = 64 << 20
 _SOURCE_STATUS = {"not_found": 404, "gated": 403, "offline": 502, "bad_input": 400, "error": 502}
 
 
@@ -105,6 +107,15 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
     app = FastAPI(title="Kamiwaza local server", version=__version__, lifespan=lifespan)
 
     auth = LocalAuth.from_env(home, api_key)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Any:
+        # API bodies are small JSON; only inference (long prompts) may be large.
+        limit = MAX_INFERENCE_BODY if request.url.path.startswith("/runtime/") else MAX_API_BODY
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return JSONResponse({"detail": f"request body too large (limit {limit} bytes)"}, status_code=413)
+        return await call_next(request)
 
     if auth.enabled:
 
