@@ -112,6 +112,10 @@ def hub(gemma_path: Path, tiny_files: dict[str, Path], tmp_path_factory: pytest.
     fake.add_repo("kamiwaza-test/huge-GGUF", [HubFile("huge-Q4_K_M.gguf", tiny_files["q4"], size_override=10**15)])
     fake.add_repo("kamiwaza-test/truncated-GGUF", [HubFile("cut-Q4_K_M.gguf", truncated)])
     fake.add_repo("kamiwaza-test/text-GGUF", [HubFile("text-Q4_K_M.gguf", tiny_files["text"])])
+    fake.add_repo(
+        "kamiwaza-test/safetensors-model",
+        [HubFile("model.safetensors", tiny_files["q8"]), HubFile("config.json", tiny_files["readme"], lfs=False)],
+    )
     fake.gated_api_errors = False  # like huggingface.co: metadata is public, downloads are gated
     fake.start()
     yield fake

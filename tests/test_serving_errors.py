@@ -98,3 +98,13 @@ def test_rm_refuses_while_deployed_unless_forced(server: LocalServer, gemma: str
     assert r.exit_code == 0, r.stderr
     assert _active(server) == [] and _engine_pids(server) == []
     assert all(m["name"] != gemma for m in json.loads(server.cli("list", "--json").stdout))
+
+
+def test_weights_no_engine_here_can_run(server: LocalServer) -> None:
+    assert server.cli("pull", "kamiwaza-test/safetensors-model").exit_code == 0
+    r = server.cli("serve", "kamiwaza-test/safetensors-model")
+    assert r.exit_code == 2
+    assert "no engine here can run .safetensors weights" in r.stderr
+    assert "vLLM or MLX, which are not installed" in r.stderr
+    assert _active(server) == []
+    server.cli("rm", "kamiwaza-test/safetensors-model")

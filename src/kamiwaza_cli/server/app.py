@@ -688,7 +688,10 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
         else:
             stored = [f for f in files if f["storage_location"] and not f["is_downloading"]]
             preferred = quantization.select_files([f["name"] for f in stored], quantization.DEFAULT_QUANTIZATION)
-            candidates = sorted(stored, key=lambda f: (f["name"] not in preferred, f["name"]))
+            # GGUF weights first (the default quantization among them), then anything else stored.
+            candidates = sorted(
+                stored, key=lambda f: (not f["name"].lower().endswith(".gguf"), f["name"] not in preferred, f["name"])
+            )
         if not candidates or not candidates[0]["storage_location"]:
             raise HTTPException(400, f"model {model['name']} is not downloaded; pull it first")
         file_row = candidates[0]
@@ -702,7 +705,7 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
             if config is None:
                 raise HTTPException(400, f"model {model['name']} has no configuration")
         try:
-            engine = engines.pick([Path(file_row["name"])], body.engine_name)
+            engine = engines.pick([Path(f["name"]) for f in candidates], body.engine_name)
             engine.check_installed()
         except engines.EngineUnavailable as exc:
             raise HTTPException(400, str(exc)) from exc

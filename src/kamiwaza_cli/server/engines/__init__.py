@@ -36,6 +36,10 @@ class Engine(Protocol):
     def classify_failure(self, log_tail: list[str]) -> str: ...
 
 
+# Files that ride along with weights (configs, tokenizers, cards) and say nothing about the engine.
+NOT_WEIGHTS = {".json", ".md", ".txt", ".model", ".gitattributes", ".jinja", ".py"}
+
+
 def engines() -> list[Engine]:
     from .llamacpp import LlamaCpp
 
@@ -54,7 +58,7 @@ def pick(files: list[Path], requested: str | None = None) -> Engine:
     for engine in available:
         if engine.can_run(files):
             return engine
-    kinds = sorted({f.suffix or f.name for f in files}) or ["no files"]
+    kinds = sorted({f.suffix or f.name for f in files if f.suffix.lower() not in NOT_WEIGHTS}) or ["no weight files"]
     raise EngineUnavailable(
         f"no engine here can run {', '.join(kinds)} weights: the local server runs GGUF files with llama.cpp; "
         "safetensors need vLLM or MLX, which are not installed"
