@@ -49,6 +49,16 @@ def connect(
     resolved = config.base_url(url_flag, platform_flag)
     url = resolved.value or config.local_url()
     is_local = url == config.local_url()
+    started = None
+    if is_local and url_flag is None and not os.environ.get("KAMIWAZA_BASE_URL"):
+        from .server import control
+
+        running = control.status(config.home())
+        if running is not None:
+            url = running.url  # the local server started with another --port (or TLS) is still "local"
+        elif autostart:
+            control.start(config.home(), port=config.local_port())
+            started = ServerStarted(url)
     verify, bundle = config.tls_verify(insecure, ca_bundle)
     platform = Platform(
         url,
@@ -60,13 +70,6 @@ def connect(
     )
     if not anonymous:
         platform.api_key = config.resolve("api_key").value or stored_token(platform) or _loopback_token(url)
-    started = None
-    if autostart and is_local and url_flag is None and not os.environ.get("KAMIWAZA_BASE_URL"):
-        from .server import control
-
-        if not control.ping(platform.url, timeout=1.0):
-            control.start(config.home(), port=config.local_port())
-            started = ServerStarted(platform.url)
     return platform, started
 
 
