@@ -261,6 +261,12 @@ class DownloadManager:
     @staticmethod
     def _verify(row: dict[str, object], part: Path, digest: str, size: int) -> None:
         expected_size = _int(row["size"])
+        if expected_size is not None and size < expected_size:
+            # The connection ended early: keep the bytes, the next pull resumes from them.
+            raise SourceError(
+                "offline",
+                f"the download of {row['name']} stopped at {size} of {expected_size} bytes; pull again to resume",
+            )
         if expected_size is not None and size != expected_size:
             raise VerifyError(
                 f"{row['name']} is {size} bytes, expected {expected_size}: the source sent a truncated file"

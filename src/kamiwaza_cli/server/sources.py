@@ -10,8 +10,11 @@ read at call time so a server started with a different environment sees its own.
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +33,7 @@ HUB_URL = "HubsUrl"
 _HF_ALIASES = {"hf", "huggingface", "hubshf"}
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1 << 20
+READ_TIMEOUT = 60.0
 TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=10.0)
 
 
@@ -162,6 +166,9 @@ def open_stream(remote: RemoteFile, offset: int) -> Iterator[tuple[int, int | No
 
     The start is ``offset`` when the source honoured the range and 0 when it
     restarted from the beginning, so the caller knows whether to truncate.
+    Bodies are read with http.client (urllib), which moves bytes several times
+    faster than a pure-Python HTTP stack; a read that fails becomes SourceError
+    "offline", so the caller keeps the partial file for a resume.
     """
     if remote.url.startswith("file:"):
         path = local_path(remote.url)
@@ -172,27 +179,40 @@ def open_stream(remote: RemoteFile, offset: int) -> Iterator[tuple[int, int | No
     headers = dict(remote.headers)
     if offset:
         headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(remote.url, headers=headers)
     try:
-        with (
-            httpx.Client(follow_redirects=True, timeout=TIMEOUT) as client,
-            client.stream("GET", remote.url, headers=headers) as resp,
-        ):
-            if resp.status_code == 416 and remote.size is not None and offset >= remote.size:
-                yield offset, remote.size, iter(())
-                return
-            if resp.status_code in (401, 403):
-                raise SourceError("gated", f"access to {remote.name} was refused (HTTP {resp.status_code})")
-            if resp.status_code == 404:
-                raise SourceError("not_found", f"{remote.name} was not found at its source (HTTP 404)")
-            if resp.status_code >= 400:
-                raise SourceError("error", f"downloading {remote.name} failed: HTTP {resp.status_code}")
-            start = offset if resp.status_code == 206 else 0
-            total = remote.size
-            if total is None and resp.headers.get("content-length"):
-                total = start + int(resp.headers["content-length"])
-            yield start, total, resp.iter_bytes(CHUNK)
-    except httpx.TransportError as exc:
+        resp = urllib.request.urlopen(request, timeout=READ_TIMEOUT)
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+        exc.close()
+        if status == 416 and remote.size is not None and offset >= remote.size:
+            yield offset, remote.size, iter(())
+            return
+        if status in (401, 403):
+            raise SourceError("gated", f"access to {remote.name} was refused (HTTP {status})") from None
+        if status == 404:
+            raise SourceError("not_found", f"{remote.name} was not found at its source (HTTP 404)") from None
+        raise SourceError("error", f"downloading {remote.name} failed: HTTP {status}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         raise SourceError("offline", f"network error while downloading {remote.name}: {exc}") from exc
+    with resp:
+        start = offset if resp.status == 206 else 0
+        total = remote.size
+        length = resp.headers.get("content-length")
+        if total is None and length and length.isdigit():
+            total = start + int(length)
+        yield start, total, _reads(resp, remote.name)
+
+
+def _reads(resp: Any, name: str) -> Iterator[bytes]:
+    while True:
+        try:
+            block = resp.read(CHUNK)
+        except (OSError, http.client.HTTPException) as exc:
+            raise SourceError("offline", f"network error while downloading {name}: {exc}") from exc
+        if not block:
+            return
+        yield block
 
 
 def local_path(uri: str) -> Path:
