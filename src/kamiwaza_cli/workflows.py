@@ -56,7 +56,7 @@ def connect(
         running = control.status(config.home())
         if running is not None:
             url = running.url  # the local server started with another --port (or TLS) is still "local"
-        elif autostart:
+        elif autostart and not control.ping(url, timeout=1.0):
             control.start(config.home(), port=config.local_port())
             started = ServerStarted(url)
     verify, bundle = config.tls_verify(insecure, ca_bundle)

@@ -8,6 +8,7 @@ registered exactly as the SDK sends them (FastAPI would otherwise answer 307).
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -18,21 +19,20 @@ from urllib.parse import parse_qs
 from uuid import UUID
 
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from .. import __version__, quantization
 from ..gguf import GGUFError, read_gguf
 from . import engines, sources
-from .auth import OPEN_PATHS, LocalAuth
+from .auth import LocalAuth
 from .downloads import DiskFull, DownloadManager, human_rate, mmss, partial_path
 from .gateway import Gateway
+from .guard import Guard
 from .sources import SourceError
 from .store import Store, UnsafeName, now
 from .supervisor import ACTIVE, Supervisor, port_is_free, tail
 
-MAX_API_BODY = 1 << 20
-MAX_INFERENCE_BODY = 64 << 20
 _SOURCE_STATUS = {"not_found": 404, "gated": 403, "offline": 502, "bad_input": 400, "error": 502}
 
 
@@ -86,6 +86,12 @@ class CreateModelDeployment(BaseModel):
     lb_port: int | None = Field(default=0, ge=0, le=65535)
 
 
+def raw_json(data: Any) -> Response:
+    """Lists can be large: serialize them straight to JSON, skipping FastAPI's per-field encoder
+    (the rows are already plain JSON types)."""
+    return Response(json.dumps(data, separators=(",", ":")), media_type="application/json")
+
+
 def create_app(home: Path, api_key: str | None = None) -> FastAPI:
     state: dict[str, Any] = {}
 
@@ -108,24 +114,7 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
 
     auth = LocalAuth.from_env(home, api_key)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        # API bodies are small JSON; only inference (long prompts) may be large.
-        limit = MAX_INFERENCE_BODY if request.url.path.startswith("/runtime/") else MAX_API_BODY
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return JSONResponse({"detail": f"request body too large (limit {limit} bytes)"}, status_code=413)
-        return await call_next(request)
-
-    if auth.enabled:
-
-        @app.middleware("http")
-        async def require_auth(request: Request, call_next: Any) -> Any:
-            if request.url.path not in OPEN_PATHS and auth.identify(request.headers.get("authorization", "")) is None:
-                return JSONResponse(
-                    {"detail": "Not authenticated"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
-                )
-            return await call_next(request)
+    app.add_middleware(Guard, auth=auth)
 
     @app.post("/api/auth/token")
     async def token(request: Request) -> Any:
@@ -339,10 +328,10 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
         return model_json(store().get_model(model_id) or {}, [])
 
     @app.get("/api/models/")
-    def list_models(load_files: bool = False) -> list[dict[str, Any]]:
+    def list_models(load_files: bool = False) -> Response:
         rows = store().list_models()
         files = store().files_for_models([r["id"] for r in rows]) if load_files else {}
-        return [model_json(r, files.get(r["id"]) if load_files else None) for r in rows]
+        return raw_json([model_json(r, files.get(r["id"]) if load_files else None) for r in rows])
 
     @app.get("/api/models/{model_id}")
     def get_model(model_id: UUID) -> dict[str, Any]:
@@ -716,8 +705,8 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
         )
 
     @app.get("/api/serving/deployments")
-    def list_deployments(model_id: UUID | None = None) -> list[dict[str, Any]]:
-        return [deployment_json(d) for d in store().list_deployments(str(model_id) if model_id else None)]
+    def list_deployments(model_id: UUID | None = None) -> Response:
+        return raw_json([deployment_json(d) for d in store().list_deployments(str(model_id) if model_id else None)])
 
     @app.get("/api/serving/deployment/{deployment_id}")
     def get_deployment(deployment_id: UUID) -> dict[str, Any]:
