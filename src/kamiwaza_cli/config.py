@@ -201,12 +201,20 @@ def normalize_url(url: str) -> str:
     from urllib.parse import urlsplit
 
     url = url.strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(
-            f"invalid platform URL {url!r}: expected http(s)://host[:port]/api",
-            hint="set it with: kamiwaza config set-url https://HOST/api",
-        )
+    bad = UsageError(
+        f"invalid platform URL {url!r}: expected http(s)://host[:port]/api",
+        hint="set it with: kamiwaza config set-url https://HOST/api",
+    )
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise bad from None
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not host or port == 0:
+        raise bad
+    if any(c.isspace() or c in '<>"{}|\\^`' for c in url):
+        raise bad
     if not parts.path.endswith("/api"):
         url = url + "/api"
     return url

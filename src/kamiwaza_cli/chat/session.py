@@ -188,7 +188,10 @@ class ChatSession:
         return path
 
     def load(self, path: Path) -> None:
-        data = read_transcript(path)
+        self.restore(read_transcript(path))
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Take the conversation and parameters of a transcript read by ``read_transcript``."""
         self.system = data.get("system") or ""
         params = data.get("parameters") or {}
         self.temperature = params.get("temperature")

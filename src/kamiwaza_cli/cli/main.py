@@ -48,6 +48,11 @@ def report(exc: BaseException, debug: bool) -> int:
         if exc.hint:
             print(f"  → {exc.hint}", file=sys.stderr)
         return exc.exit_code
+    if isinstance(exc, PermissionError):
+        where = exc.filename or "a file it needs"
+        print(f"Error: permission denied writing {where}", file=sys.stderr)
+        print("  → fix its permissions, or use another state directory with KAMIWAZA_HOME=DIR", file=sys.stderr)
+        return EXIT_ERROR
     if isinstance(exc, (KeyboardInterrupt, click.exceptions.Abort)):
         print("\nInterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

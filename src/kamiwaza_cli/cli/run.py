@@ -56,7 +56,7 @@ def run(
       kamiwaza run qwen2.5-0.5b-instruct "Why is the sky blue?"
       git diff | kamiwaza run qwen2.5-7b-instruct "Write a commit message for this diff"
     """
-    from ..chat.session import DEFAULT_SYSTEM, ChatSession, EndpointDown, TranscriptError
+    from ..chat.session import DEFAULT_SYSTEM, ChatSession, EndpointDown, TranscriptError, read_transcript
 
     stdin_text = "" if sys.stdin.isatty() else sys.stdin.read()
     one_shot = bool(prompt) or not sys.stdin.isatty()
@@ -70,6 +70,13 @@ def run(
             raise UsageError(
                 "nothing to ask: give a PROMPT or pipe text on stdin", hint=f'e.g.: kamiwaza run {model} "Hello"'
             )
+
+    transcript = None
+    if load_file is not None:  # read before anything is pulled or deployed: a typo must cost nothing
+        try:
+            transcript = read_transcript(load_file)
+        except TranscriptError as exc:
+            raise UsageError(str(exc), hint="save one from the chat with: /save FILE") from exc
 
     platform = _connect(ctx)
     deployed = run_serve(platform, model)
@@ -88,11 +95,8 @@ def run(
             "engine": deployed.deployment.get("engine_name"),
         },
     )
-    if load_file is not None:
-        try:
-            session.load(load_file)
-        except TranscriptError as exc:
-            raise UsageError(str(exc), hint="save one from the chat with: /save FILE") from exc
+    if transcript is not None:
+        session.restore(transcript)
     if system is not None:
         session.system = system
     if temperature is not None:

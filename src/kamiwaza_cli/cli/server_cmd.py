@@ -119,7 +119,9 @@ def status(as_json: bool) -> None:
 
 
 @server.command()
-@click.option("--lines", "-n", default=50, show_default=True, help="How many lines from the end.")
+@click.option(
+    "--lines", "-n", type=click.IntRange(min=1), default=50, show_default=True, help="How many lines from the end."
+)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
 def logs(lines: int, follow: bool) -> None:
     """Print the local server's log."""

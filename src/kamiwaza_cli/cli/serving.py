@@ -191,7 +191,9 @@ def stop(ctx: click.Context, target: str | None, stop_all: bool) -> None:
 @click.command()
 @click.argument("target", shell_complete=completion.complete_deployments)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the engine stops.")
-@click.option("--lines", "-n", default=100, show_default=True, help="How many lines from the end.")
+@click.option(
+    "--lines", "-n", type=click.IntRange(min=1), default=100, show_default=True, help="How many lines from the end."
+)
 @click.pass_context
 def logs(ctx: click.Context, target: str, follow: bool, lines: int) -> None:
     """Print the engine log of a MODEL's deployment, or of one deployment by ID."""

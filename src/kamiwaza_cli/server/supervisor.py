@@ -49,6 +49,15 @@ def _die_with_parent() -> None:
         _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+# Credentials of the server (and of the hub) that an engine process never needs.
+SECRET_ENV = ("KAMIWAZA_LOCAL_API_KEY", "KAMIWAZA_LOCAL_PASSWORD", "KAMIWAZA_API_KEY", "KAMIWAZA_API_TOKEN", "HF_TOKEN")
+
+
+def engine_environment(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+    return {**env, **extra}
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -201,7 +210,7 @@ class Supervisor:
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
-                    env={**os.environ, **spec.env},
+                    env=engine_environment(spec.env),
                     close_fds=True,
                     preexec_fn=_die_with_parent,
                 )

@@ -62,6 +62,9 @@ class LlamaCpp:
             str(port),
             "--n_ctx",
             str(int(config.get("n_ctx") or config.get("max_model_len") or DEFAULT_CONTEXT)),
+            # Requests queue instead of cutting off the reply being streamed (llama-cpp-python's default).
+            "--interrupt_requests",
+            "False",
             "--model_alias",
             str(config.get("model_alias") or model_file.stem),
         ]
