@@ -8,6 +8,7 @@ and ``config`` must not pay for the SDK.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -37,6 +38,10 @@ Environment:
 """ + "\n".join(f"  {s.env:<22} {s.help}" for s in settings.SETTINGS.values())
 
 
+# Errors of the local state directory: the user's to fix, not a bug to report.
+_STATE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
 def report(exc: BaseException, debug: bool) -> int:
     """Print one error the way every command does; return its exit code."""
     if debug:
@@ -48,10 +53,10 @@ def report(exc: BaseException, debug: bool) -> int:
         if exc.hint:
             print(f"  → {exc.hint}", file=sys.stderr)
         return exc.exit_code
-    if isinstance(exc, PermissionError):
+    if isinstance(exc, OSError) and exc.errno in _STATE_ERRNOS:
         where = exc.filename or "a file it needs"
-        print(f"Error: permission denied writing {where}", file=sys.stderr)
-        print("  → fix its permissions, or use another state directory with KAMIWAZA_HOME=DIR", file=sys.stderr)
+        print(f"Error: cannot write {where}: {exc.strerror}", file=sys.stderr)
+        print("  → fix its permissions or free space, or use another directory with KAMIWAZA_HOME=DIR", file=sys.stderr)
         return EXIT_ERROR
     if isinstance(exc, (KeyboardInterrupt, click.exceptions.Abort)):
         print("\nInterrupted", file=sys.stderr)
