@@ -29,8 +29,13 @@ docs: install
 demo: install
 	./scripts/demo.sh
 
+# One benchmark module at a time (2 cores: never measure two things at once), then the report.
 bench: install
 	$(PY) -m bench.serving
+	$(PY) -m bench.startup
+	$(PY) -m bench.run
+	$(PY) -m bench.pull
+	$(PY) -m bench.api
 	$(PY) -m bench.report
 
 clean:

@@ -1,0 +1,276 @@
+"""One-shot ``kamiwaza run`` benchmark: the CLI's streaming against the official ``openai`` client's.
+
+On a real local server (temp ``KAMIWAZA_HOME``, free port, reached the default way) with the small
+gemma GGUF from PyPI pulled as a local file and deployed, each run times, interleaved round-robin:
+
+- ``kamiwaza run MODEL "PROMPT" --json --max-tokens 128 --seed 1 --temperature 0``: the
+  ``tokens_per_second`` and ``time_to_first_token_s`` it reports (measured inside the process,
+  after its start-up), and the command's wall time;
+- the same request (same messages, system prompt included, same parameters) streamed by the
+  ``openai`` client from the deployment's endpoint as ``kamiwaza ps --json`` gives it: a new client
+  (so a new connection, as in a one-shot process) made before the clock starts, TTFT from the
+  request to the first content token, tokens/s = (content events - 1) / (t_last - t_first);
+- ``python -c "import kamiwaza_sdk"``, the floor of the CLI's start-up.
+
+Process start-up = wall time - the ``total_s`` the CLI reports for the generation.
+
+Run: ``python -m bench.run`` (writes bench/results/run.json), then ``python -m bench.report``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from kamiwaza_cli.chat.session import DEFAULT_SYSTEM
+
+from .common import REPO_ROOT, figure, log, median, write_result
+from .harness import (
+    KAMIWAZA,
+    MODEL_NAME,
+    PYTHON,
+    BudgetMeter,
+    background_summary,
+    bytecode_env,
+    conditions_text,
+    context_figure,
+    model_file,
+    rotate,
+    run_process,
+    run_timed,
+)
+from .serving import LocalServer
+
+RUNS = int(os.environ.get("BENCH_RUN_RUNS", "10"))
+MAX_TOKENS = 128
+SEED = 1
+PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."
+
+BUDGET_S = float(os.environ.get("BENCH_BUDGET_S", "210"))  # measuring time before retries stop
+TPS_RATIO_TARGET = 0.97
+TTFT_ADDED_MS_TARGET = 15.0
+
+DESCRIPTION = (
+    'One-shot `kamiwaza run gemma-3-270m-q4_k_m "PROMPT" --json --max-tokens 128 --seed 1 --temperature 0` '
+    "on the local server (the small gemma GGUF from PyPI, pulled as a local file, deployed once), against the "
+    "official `openai` Python client streaming the same request (same system and user messages, same "
+    "parameters) from the endpoint `kamiwaza ps --json` gives, in the same runs. The CLI's figures are the ones "
+    "it reports in its JSON (measured inside the process after start-up); the client's are measured the same "
+    "way: TTFT from the request to the first content token, tokens/s = (content events - 1) / (last - first "
+    "arrival). Variants are interleaved round-robin; measurements during which other processes used more than "
+    "10% of a core are retried (`bench/run.py`)."
+)
+
+
+def cli_once(env: dict[str, str], cwd: str) -> dict[str, Any]:
+    argv = [
+        KAMIWAZA,
+        "run",
+        MODEL_NAME,
+        PROMPT,
+        "--json",
+        "--max-tokens",
+        str(MAX_TOKENS),
+        "--seed",
+        str(SEED),
+        "--temperature",
+        "0",
+    ]
+    proc, wall = run_process(argv, env, cwd, timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"kamiwaza run exited with {proc.returncode}: {proc.stderr[-2000:]}")
+    data = json.loads(proc.stdout)
+    data["wall_s"] = wall
+    return data
+
+
+def client_once(endpoint: str, model: str) -> dict[str, Any]:
+    """The request the CLI makes (chat/session.py), streamed by a fresh openai client."""
+    import openai
+
+    client = openai.OpenAI(base_url=endpoint, api_key="local", max_retries=0)
+    arrivals: list[float] = []
+    parts: list[str] = []
+    start = time.perf_counter()
+    stream = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "system", "content": DEFAULT_SYSTEM}, {"role": "user", "content": PROMPT}],
+        stream=True,
+        stream_options={"include_usage": True},
+        max_tokens=MAX_TOKENS,
+        temperature=0,
+        seed=SEED,
+    )
+    try:
+        for chunk in stream:
+            if not chunk.choices:
+                continue
+            piece = chunk.choices[0].delta.content
+            if piece:
+                arrivals.append(time.perf_counter() - start)
+                parts.append(piece)
+    finally:
+        stream.close()
+    end = time.perf_counter() - start
+    client.close()
+    if len(arrivals) < 2:
+        raise RuntimeError(f"the client got {len(arrivals)} content events; cannot time tokens/s")
+    return {
+        "ttft_s": arrivals[0],
+        "tokens_per_second": (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]),
+        # The CLI's formula (session.Reply): the span ends when the stream is closed, not at the last token.
+        "tokens_per_second_cli_formula": (len(arrivals) - 1) / (end - arrivals[0]),
+        "events": len(arrivals),
+        "total_s": end,
+        "reply": "".join(parts),
+    }
+
+
+def main() -> int:
+    gguf = model_file()
+    with tempfile.TemporaryDirectory(prefix="kamiwaza-bench-run-") as tmp:
+        server = LocalServer(Path(tmp) / "home")
+        log(f"run benchmark: {RUNS} runs, local server on port {server.port}, KAMIWAZA_HOME={server.home}")
+        server.start()
+        meter = BudgetMeter(lambda: [p for p in (os.getpid(), server.pid()) if p], time.perf_counter() + BUDGET_S)
+        try:
+            server.cli("pull", str(gguf))
+            server.cli("serve", MODEL_NAME, "--json")
+            rows = json.loads(server.cli("ps", "--json").stdout)
+            dep = next(r for r in rows if r["model"] == MODEL_NAME and r["status"] == "DEPLOYED")
+            endpoint = dep["endpoint"]
+            env = bytecode_env(server.env)
+            log(f"endpoint {endpoint}; warm-up: one CLI run, one client request, one SDK import")
+            cli_once(env, tmp)
+            client_once(endpoint, MODEL_NAME)
+            run_timed([PYTHON, "-c", "import kamiwaza_sdk"], env, cwd=tmp)
+
+            meter.deadline = time.perf_counter() + BUDGET_S  # the budget is for measuring, not set-up
+            variants = ["cli", "client", "sdk_import"]
+            results: dict[str, list[Any]] = {v: [] for v in variants}
+            noise: dict[str, list[Any]] = {v: [] for v in variants}
+            for run in range(RUNS):
+                for v in rotate(variants, run):
+                    if v == "cli":
+                        result, info = meter.run(lambda: cli_once(env, tmp))
+                    elif v == "client":
+                        result, info = meter.run(lambda: client_once(endpoint, MODEL_NAME))
+                    else:
+                        result, info = meter.run(lambda: run_timed([PYTHON, "-c", "import kamiwaza_sdk"], env, cwd=tmp))
+                    results[v].append(result)
+                    noise[v].append(info)
+                c, b = results["cli"][-1], results["client"][-1]
+                log(
+                    f"  run {run + 1}/{RUNS}: cli {c['tokens_per_second']:.2f} tok/s ttft "
+                    f"{c['time_to_first_token_s'] * 1000:.1f} ms start-up {c['wall_s'] - c['total_s']:.3f} s; "
+                    f"client {b['tokens_per_second']:.2f} tok/s ttft {b['ttft_s'] * 1000:.1f} ms; "
+                    f"sdk import {results['sdk_import'][-1]:.3f} s"
+                )
+        finally:
+            server.stop()
+    figures, details = build_figures(results, endpoint)
+    details["background_cpu"] = background = background_summary(noise, meter)
+    out = write_result("run", figures, RUNS, details, DESCRIPTION, conditions_text(background))
+    for f in figures:
+        mark = "met" if f["met"] else ("context" if f["met"] is None else "MISSED")
+        log(f"{f['metric']}: {f['value']} {f['unit']} vs {f['baseline']} (ratio {f['ratio']}, diff {f['diff']}) {mark}")
+    log(f"wrote {out.relative_to(REPO_ROOT)}")
+    return 0
+
+
+def build_figures(results: dict[str, list[Any]], endpoint: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    cli, client, sdk = results["cli"], results["client"], results["sdk_import"]
+    cli_tps = [c["tokens_per_second"] for c in cli]
+    client_tps = [b["tokens_per_second"] for b in client]
+    cli_ttft = [c["time_to_first_token_s"] * 1000 for c in cli]
+    client_ttft = [b["ttft_s"] * 1000 for b in client]
+    startup = [c["wall_s"] - c["total_s"] for c in cli]
+    tps_ratio = median([a / b for a, b in zip(cli_tps, client_tps, strict=True)])
+    ttft_diff = median([a - b for a, b in zip(cli_ttft, client_ttft, strict=True)])
+    startup_diff = median([a - b for a, b in zip(startup, sdk, strict=True)])
+    formula_ratio = median([b["tokens_per_second_cli_formula"] / b["tokens_per_second"] for b in client])
+    texts = {c["reply"] for c in cli} | {b["reply"] for b in client}
+    events = sorted({b["events"] for b in client})
+    tokens = sorted({c["reply_tokens"] for c in cli})
+    same = "identical text from the CLI and the client in every run" if len(texts) == 1 else "texts differ"
+    spread = (max(client_tps) - min(client_tps)) / median(client_tps)
+    figures = [
+        figure(
+            "`kamiwaza run --json` tokens/s",
+            median(cli_tps),
+            median(client_tps),
+            "tokens/s",
+            f">= {TPS_RATIO_TARGET:.0%} of the openai client",
+            tps_ratio >= TPS_RATIO_TARGET,
+            f"max_tokens {MAX_TOKENS} at temperature 0: the CLI reports {tokens} reply tokens, the client counts "
+            f"{events} content events; {same}. Ratio = median of the {len(cli)} per-run ratios (ratio of the "
+            f"medians {median(cli_tps) / median(client_tps):.3f}); the client spreads {spread:.0%} (max - min) "
+            f"between runs. The CLI ends its span when the stream is closed, not at the last token: on the client's "
+            f"own streams that formula gives ×{formula_ratio:.4f} of (events - 1) / (t_last - t_first)",
+            digits=2,
+            ratio=tps_ratio,
+        ),
+        figure(
+            "`kamiwaza run --json` time to first token",
+            median(cli_ttft),
+            median(client_ttft),
+            "ms",
+            f"<= +{TTFT_ADDED_MS_TARGET:.0f} ms over the openai client",
+            ttft_diff <= TTFT_ADDED_MS_TARGET,
+            f"from the request to the first content token, both on a new connection through the gateway "
+            f"({endpoint.split('/runtime/')[0]}/runtime/...); diff = median of the {len(cli)} per-run differences "
+            f"(difference of the medians {median(cli_ttft) - median(client_ttft):+.1f} ms). The prompt repeats, so "
+            "it is in the engine's KV cache: TTFT is about one decode step + HTTP",
+            digits=1,
+            diff=ttft_diff,
+        ),
+        context_figure(
+            figure(
+                "`kamiwaza run --json` process start-up (wall - generation total)",
+                median(startup),
+                median(sdk),
+                "s",
+                "",
+                True,
+                f"everything but the generation: interpreter, imports, SDK client, finding the model and the running "
+                f"deployment (3 API calls), and after the reply a one-token request to count the prompt (llama.cpp "
+                f"reports no usage while streaming), the JSON and the exit. Baseline "
+                f'`python -c "import kamiwaza_sdk"` in the same runs; diff = median of the per-run differences. '
+                f"The whole command takes "
+                f"{median([c['wall_s'] for c in cli]):.2f} s; the client's request alone "
+                f"{median([b['total_s'] for b in client]):.2f} s",
+                digits=3,
+                diff=startup_diff,
+            )
+        ),
+    ]
+    details = {
+        "prompt": PROMPT,
+        "system": DEFAULT_SYSTEM,
+        "max_tokens": MAX_TOKENS,
+        "seed": SEED,
+        "endpoint": endpoint,
+        "cli_tokens_per_second": [round(v, 3) for v in cli_tps],
+        "client_tokens_per_second": [round(v, 3) for v in client_tps],
+        "client_tokens_per_second_cli_formula": [round(b["tokens_per_second_cli_formula"], 3) for b in client],
+        "cli_ttft_ms": [round(v, 2) for v in cli_ttft],
+        "client_ttft_ms": [round(v, 2) for v in client_ttft],
+        "cli_wall_s": [round(c["wall_s"], 4) for c in cli],
+        "cli_total_s": [c["total_s"] for c in cli],
+        "cli_startup_s": [round(v, 4) for v in startup],
+        "client_total_s": [round(b["total_s"], 4) for b in client],
+        "sdk_import_s": [round(v, 4) for v in sdk],
+        "cli_reply_tokens": tokens,
+        "client_content_events": events,
+        "outputs_identical": len(texts) == 1,
+    }
+    return figures, details
+
+
+if __name__ == "__main__":
+    sys.exit(main())
