@@ -160,6 +160,26 @@ def check_access(remote: RemoteFile) -> None:
         raise SourceError("error", f"{remote.name}: its source answered HTTP {resp.status_code}")
 
 
+def _origin(url: str) -> tuple[str, str | None, int]:
+    p = urlsplit(url)
+    return p.scheme, p.hostname, p.port or (443 if p.scheme == "https" else 80)
+
+
+class _SameOriginAuthRedirect(urllib.request.HTTPRedirectHandler):
+    """urllib forwards every header on a redirect; credentials must not leave their origin
+    (the hub sends LFS files to a CDN, and presigned URLs refuse a second form of auth)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(newurl) != _origin(req.full_url):
+            for name in ("Authorization", "Cookie"):
+                new.remove_header(name)
+        return new
+
+
+_OPENER = urllib.request.build_opener(_SameOriginAuthRedirect)
+
+
 @contextmanager
 def open_stream(remote: RemoteFile, offset: int) -> Iterator[tuple[int, int | None, Iterator[bytes]]]:
     """Yield (start offset actually served, total size if known, chunk iterator).
@@ -181,7 +201,7 @@ def open_stream(remote: RemoteFile, offset: int) -> Iterator[tuple[int, int | No
         headers["Range"] = f"bytes={offset}-"
     request = urllib.request.Request(remote.url, headers=headers)
     try:
-        resp = urllib.request.urlopen(request, timeout=READ_TIMEOUT)
+        resp = _OPENER.open(request, timeout=READ_TIMEOUT)
     except urllib.error.HTTPError as exc:
         status = exc.code
         exc.close()
