@@ -19,6 +19,7 @@ import httpx
 import pytest
 from conftest import TINY_REPO, LocalServer, make_server
 from fakehub import FakeHub
+from reliability.support import one_error
 
 # --- helpers ---------------------------------------------------------------------------------------
 
@@ -43,23 +44,6 @@ def _tree(root: Path) -> list[str]:
 def _snapshot(server: LocalServer) -> tuple[list[dict], list[str]]:
     models = sorted(_models(server), key=lambda m: m["id"])
     return models, _tree(server.home / "models")
-
-
-def _assert_one_error(stderr: str, *, allow_progress: bool = False) -> str:
-    """stderr ends with exactly one 'Error: ' line and at most one '  → ' hint; returns the error line."""
-    assert "Traceback" not in stderr, stderr
-    lines = [ln for ln in stderr.splitlines() if ln.strip()]
-    errors = [i for i, ln in enumerate(lines) if ln.startswith("Error: ")]
-    assert len(errors) == 1, f"expected one 'Error: ' line in:\n{stderr}"
-    i = errors[0]
-    tail = lines[i + 1:]
-    assert len(tail) <= 1, f"more than one line after the error:\n{stderr}"
-    if tail:
-        assert tail[0].startswith("  → "), f"the line after the error is not a hint:\n{stderr}"
-    before = lines[:i]
-    if not allow_progress:
-        assert before == [], f"unexpected output before the error:\n{stderr}"
-    return lines[i]
 
 
 # --- fixtures --------------------------------------------------------------------------------------
@@ -156,7 +140,7 @@ def test_bad_input(server: LocalServer, placeholders: dict[str, str], args: tupl
 
     assert r.exit_code == code, f"exit {r.exit_code}, stderr:\n{r.stderr}"
     assert r.stdout == "", "errors never print data on stdout"
-    line = _assert_one_error(r.stderr, allow_progress=progress)
+    line = one_error(r.stderr, allow_progress=progress)
     for phrase in phrases:
         assert phrase.lower() in line.lower(), f"{phrase!r} not in {line!r}"
     assert _snapshot(server) == before, "a failed command left something behind"
@@ -205,7 +189,7 @@ def test_unknown_name_hint_and_suggestion_from_downloaded_models(server: LocalSe
         before = _snapshot(server)
         r = server.cli("show", "tiny-bb")
         assert r.exit_code == 4
-        line = _assert_one_error(r.stderr)
+        line = one_error(r.stderr)
         assert "did you mean" in line and "tiny-b" in line
         r = server.cli("rm", "tiny-bb")
         assert r.exit_code == 4
@@ -229,7 +213,7 @@ def test_hub_unreachable_is_a_clear_error(offline_server: LocalServer) -> None:
     before = _snapshot(offline_server)
     r = offline_server.cli("pull", TINY_REPO)
     assert r.exit_code == 1, r.stderr
-    line = _assert_one_error(r.stderr)
+    line = one_error(r.stderr)
     assert "hub" in line.lower() and "127.0.0.1:1" in line
     assert _snapshot(offline_server) == before == ([], [])
 
@@ -276,7 +260,7 @@ def test_hostile_hub_file_names_never_reach_the_disk(server: LocalServer, hostil
     r = server.cli("pull", hostile_repo)
     assert r.exit_code != 0
     assert r.stdout == ""
-    _assert_one_error(r.stderr)
+    one_error(r.stderr)
     assert _snapshot(server) == before
     assert _evil_files(root) == []
 
@@ -284,7 +268,7 @@ def test_hostile_hub_file_names_never_reach_the_disk(server: LocalServer, hostil
 def test_repo_without_usable_files_is_not_found(server: LocalServer, hostile_repo: str) -> None:
     r = server.cli("pull", hostile_repo)
     assert r.exit_code == 4, r.stderr
-    line = _assert_one_error(r.stderr)
+    line = one_error(r.stderr)
     assert "no files" in line or "no usable files" in line or "nothing to download" in line
     assert r.stderr.splitlines()[-1].startswith("  → ")
 
