@@ -47,6 +47,7 @@ from .common import (
     stream_chat,
     write_result,
 )
+from .harness import background_summary
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 MAX_TOKENS = int(os.environ.get("BENCH_MAX_TOKENS", "128"))
@@ -364,21 +365,6 @@ def measure_streaming(server: LocalServer, engine: BareEngine, model_id: str, me
         "idle_cpu_s": idle_cpu,
         "urls": urls,
         "noise": noise,
-    }
-
-
-def background_summary(noise: dict[str, list[Any]], meter: CpuMeter) -> dict[str, Any]:
-    """How much other work ran on the machine during the measurements, and how many were retried for it."""
-    kept = [info["kept"] for infos in noise.values() for info in infos]
-    return {
-        "explanation": (
-            "foreign CPU = machine busy time - our processes' CPU time, as a fraction of one core; a measurement "
-            f"with more than {meter.max_foreign:.0%} was retried (up to 3 times) after waiting for a quiet machine"
-        ),
-        "retried_measurements": sum(info["retried"] for infos in noise.values() for info in infos),
-        "kept_foreign_cpu_max": round(max(kept), 3) if kept else None,
-        "kept_foreign_cpu_median": round(median(kept), 3) if kept else None,
-        "per_variant": noise,
     }
 
 
