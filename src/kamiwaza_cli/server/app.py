@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 from uuid import UUID
 
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -86,10 +87,14 @@ class CreateModelDeployment(BaseModel):
     lb_port: int | None = Field(default=0, ge=0, le=65535)
 
 
-def raw_json(data: Any) -> Response:
+def json_bytes(data: Any) -> bytes:
     """Lists can be large: serialize them straight to JSON, skipping FastAPI's per-field encoder
     (the rows are already plain JSON types)."""
-    return Response(json.dumps(data, separators=(",", ":")), media_type="application/json")
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def raw_json(data: Any) -> Response:
+    return Response(json_bytes(data), media_type="application/json")
 
 
 def create_app(home: Path, api_key: str | None = None) -> FastAPI:
@@ -311,8 +316,10 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
         )
 
     # Routes
+    # The hot read-only routes are ``async``: a sync route costs a hop to the thread pool, which
+    # under 32 clients on 2 cores is most of a request's time (docs/benchmarks.md, api).
     @app.get("/api/ping")
-    def ping() -> dict[str, Any]:
+    async def ping() -> dict[str, Any]:
         return {"status": "ok", "server": "kamiwaza-local", "version": __version__}
 
     @app.post("/api/models/")
@@ -327,11 +334,23 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
             store().insert_default_config(db, model_id)
         return model_json(store().get_model(model_id) or {}, [])
 
-    @app.get("/api/models/")
-    def list_models(load_files: bool = False) -> Response:
+    def models_body(load_files: bool) -> bytes:
         rows = store().list_models()
         files = store().files_for_models([r["id"] for r in rows]) if load_files else {}
-        return raw_json([model_json(r, files.get(r["id"]) if load_files else None) for r in rows])
+        return json_bytes([model_json(r, files.get(r["id"]) if load_files else None) for r in rows])
+
+    # The model list without files depends on the catalog alone: keep its encoded body until the
+    # catalog changes. (With files it carries live download progress, so it is built every time.)
+    listed_models: dict[str, Any] = {"version": -1, "body": b""}
+
+    @app.get("/api/models/")
+    async def list_models(load_files: bool = False) -> Response:
+        if load_files:
+            return Response(await run_in_threadpool(models_body, True), media_type="application/json")
+        version = store().version()  # read before building: a change made meanwhile forces a rebuild
+        if listed_models["version"] != version:
+            listed_models.update(body=await run_in_threadpool(models_body, False), version=version)
+        return Response(listed_models["body"], media_type="application/json")
 
     @app.get("/api/models/{model_id}")
     def get_model(model_id: UUID) -> dict[str, Any]:
@@ -705,7 +724,7 @@ def create_app(home: Path, api_key: str | None = None) -> FastAPI:
         )
 
     @app.get("/api/serving/deployments")
-    def list_deployments(model_id: UUID | None = None) -> Response:
+    async def list_deployments(model_id: UUID | None = None) -> Response:
         return raw_json([deployment_json(d) for d in store().list_deployments(str(model_id) if model_id else None)])
 
     @app.get("/api/serving/deployment/{deployment_id}")

@@ -140,6 +140,11 @@ class Store:
                 raise
             self._db.execute("COMMIT")
 
+    def version(self) -> int:
+        """A number that grows with every change to the catalog (all writes go through this one
+        connection), so a response built from version N is current while the version is N."""
+        return self._db.total_changes
+
     def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         with self._lock:
             return [_decode(r) for r in self._db.execute(sql, args).fetchall()]
