@@ -204,6 +204,14 @@ class FileProgress:
 
 
 @dataclass
+class PullRequested:
+    """The download request is on its way to the platform: from here on, an interrupted command
+    may leave the platform downloading."""
+
+    repo_id: str
+
+
+@dataclass
 class PullStarted:
     name: str
     repo_id: str
@@ -255,6 +263,7 @@ def pull(platform: Platform, text: str, quant: str | None = None) -> Iterator[An
             yield AlreadyDownloaded(existing["name"], repo_id, existing)
             return
 
+    yield PullRequested(repo_id)
     result = _initiate(platform, ref, target)
     model = platform.call(platform.client.models.get_model_by_repo_id, repo_id)
     if model is None:

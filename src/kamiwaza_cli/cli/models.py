@@ -111,9 +111,12 @@ def pull(ctx: click.Context, model: str, quant: str | None, cancel: bool, as_jso
         return
     view = PullView()
     watching = None
+    requested = None
     try:
         for event in workflows.pull(platform, model, quant):
-            if isinstance(event, workflows.PullStarted):
+            if isinstance(event, workflows.PullRequested):
+                requested = event
+            elif isinstance(event, workflows.PullStarted):
                 watching = event
                 view.start(event)
             elif isinstance(event, workflows.FileProgress):
@@ -131,10 +134,16 @@ def pull(ctx: click.Context, model: str, quant: str | None, cancel: bool, as_jso
                     output.emit_json(_model_row(event.model))
     except KeyboardInterrupt:
         view.stop()
-        if watching is None:
+        if watching is not None:
+            status = f"{watching.name} is still"
+        elif requested is not None:
+            # Interrupted between the request and the first progress report, we cannot know whether
+            # the platform got the request: say so rather than claim either way.
+            status = f"{requested.repo_id} may be"
+        else:
             raise
         output.info(
-            f"\n{watching.name} is still downloading in the background; run the same command to watch "
+            f"\n{status} downloading in the background; run the same command to watch "
             f"(or cancel with: kamiwaza pull --cancel {model})"
         )
         ctx.exit(EXIT_INTERRUPTED)
