@@ -121,3 +121,19 @@ def test_ctrl_c_detaches_and_the_same_command_watches(server: LocalServer, throt
     assert r.returncode == 0, r.stderr
     assert "Watching the download of" in r.stderr and "Download complete" in r.stderr
     assert (_model(server, GEMMA_REPO) or {}).get("status") == "ready"
+
+
+def test_progress_polls_speed_up_when_the_last_bytes_are_due() -> None:
+    from kamiwaza_cli.workflows import FINAL_POLL_INTERVAL, POLL_INTERVAL, FileProgress, _poll_delay
+
+    def f(done: int, speed: float | None, status: str = "downloading") -> FileProgress:
+        return FileProgress("id", "m.gguf", done, 1000 * MB, status, speed)
+
+    assert _poll_delay([f(0, None)]) == POLL_INTERVAL  # no speed reported (a real platform): the usual pace
+    assert _poll_delay([f(0, 100 * MB)]) == POLL_INTERVAL  # 10 s to go
+    assert _poll_delay([f(990 * MB, 100 * MB)]) == pytest.approx(0.1)  # the end is due in 0.1 s
+    assert _poll_delay([f(1000 * MB, 100 * MB)]) == FINAL_POLL_INTERVAL  # all bytes in: being verified
+    assert _poll_delay([f(999 * MB, 1000 * MB)]) == FINAL_POLL_INTERVAL  # never busier than the floor
+    # Two files: the pull ends with the slower one.
+    assert _poll_delay([f(990 * MB, 100 * MB), f(0, 100 * MB)]) == POLL_INTERVAL
+    assert _poll_delay([f(1000 * MB, None, "downloaded"), f(980 * MB, 100 * MB)]) == pytest.approx(0.2)

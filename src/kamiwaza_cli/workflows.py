@@ -19,6 +19,7 @@ from .errors import AuthError, Conflict, DownloadFailed, KamiwazaError, NotFound
 from .platform import Platform
 
 POLL_INTERVAL = 0.5
+FINAL_POLL_INTERVAL = 0.05  # once the last bytes are due: a finished pull should say so at once
 STALL_SECONDS = 30.0
 
 
@@ -385,7 +386,7 @@ def _watch(
             last_change = time.monotonic()
         if all(f.status != "downloading" for f in files):
             break
-        time.sleep(POLL_INTERVAL)
+        time.sleep(_poll_delay(files))
     failed = [(f, rows[f.file_id]) for f in files if f.status != "downloaded"]
     if failed:
         f, row = failed[0]
@@ -400,6 +401,22 @@ def _watch(
         raise DownloadFailed(reason, hint=f"try again with: kamiwaza pull {model['repo_modelId']}")
     final = _dump(platform.call(platform.client.models.get_model, model["id"]))
     yield PullDone(final["name"], final["repo_modelId"], final, files)
+
+
+def _poll_delay(files: list[FileProgress]) -> float:
+    """Seconds until the next status poll: POLL_INTERVAL, or less when the remaining bytes are due
+    sooner (from the speed the platform reports) or are all in and being verified."""
+    due = []
+    for f in files:
+        if f.status != "downloading" or not f.total:
+            continue
+        if f.done >= f.total:
+            return FINAL_POLL_INTERVAL
+        if f.speed:
+            due.append((f.total - f.done) / f.speed)
+    if due:
+        return min(POLL_INTERVAL, max(FINAL_POLL_INTERVAL, max(due)))
+    return POLL_INTERVAL
 
 
 def _drop_if_empty(platform: Platform, model_id: str) -> None:
