@@ -38,7 +38,7 @@ TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=10.0)
 
 
 class SourceError(Exception):
-    """code: not_found | gated | offline | bad_input | error (maps to an HTTP status in app.py)."""
+    """code: not_found | gated | offline | bad_input | error (maps to an HTTP status in routes/context.py)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)

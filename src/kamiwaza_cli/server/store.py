@@ -2,7 +2,7 @@
 
 One connection shared by the API threads and the download workers, serialized by a
 lock (SQLite in WAL mode is fast enough for a single node; the lock keeps each
-multi-statement change atomic). Rows come back as plain dicts; ``app.py`` shapes them
+multi-statement change atomic). Rows come back as plain dicts; ``routes/shapes.py`` shapes them
 into the platform's JSON. Blob files live in ``<home>/models/<model id>/<file name>``;
 ``blob_path`` is the only place that turns a name into a path, and it refuses traversal.
 """

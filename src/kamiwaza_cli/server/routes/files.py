@@ -1,0 +1,103 @@
+"""``/api/model_files/*``: model files (list, hub file search, get, delete), download status
+and cancelling a download.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from .. import sources
+from ..downloads import partial_path
+from ..sources import SourceError
+from ..store import now
+from .context import ServerContext, need_file, source_error
+from .shapes import file_json, status_json
+
+
+class HubModelFileSearch(BaseModel):
+    hub: str
+    model: str
+    version: str | None = None
+
+
+def add_routes(api: APIRouter, ctx: ServerContext) -> None:
+    @api.get("/api/model_files/")
+    def list_files() -> list[dict[str, Any]]:
+        return [file_json(ctx, r) for r in ctx.store.list_files()]
+
+    @api.post("/api/model_files/search/")
+    def search_files(body: HubModelFileSearch) -> list[dict[str, Any]]:
+        hub = sources.normalize_hub(body.hub, body.model)
+        existing = ctx.store.get_model_by_repo(body.model)
+        registered = {f["name"]: f for f in ctx.store.list_files(existing["id"])} if existing else {}
+        try:
+            remote = sources.list_files(hub, body.model, body.version)
+        except SourceError as exc:
+            if registered:
+                return [file_json(ctx, r) for r in registered.values()]
+            raise source_error(exc) from exc
+        out = []
+        for f in remote:
+            row = registered.get(f.name)
+            if row is not None:
+                out.append(file_json(ctx, row))
+            else:
+                out.append(
+                    {
+                        "id": None,
+                        "name": f.name,
+                        "size": f.size,
+                        "hub": hub,
+                        "checksum": f.sha256,
+                        "checksum_type": "sha256" if f.sha256 else None,
+                        "storage_type": None,
+                        "storage_location": None,
+                        "is_downloading": False,
+                        "download": False,
+                        "model_id": existing["id"] if existing else None,
+                    }
+                )
+        return out
+
+    # Registered before /{file_id}: fixed paths come before a parameter that could claim them.
+    @api.get("/api/model_files/download_status/")
+    def download_status(model_ids: list[UUID] | None = Query(default=None)) -> list[dict[str, Any]]:
+        wanted = {str(m) for m in model_ids or []}
+        rows = ctx.store.list_files()
+        return [status_json(ctx, r) for r in rows if not wanted or r["m_id"] in wanted]
+
+    @api.get("/api/model_files/{file_id}")
+    def get_file(file_id: UUID) -> dict[str, Any]:
+        return file_json(ctx, need_file(ctx.store, file_id))
+
+    @api.delete("/api/model_files/{file_id}")
+    def delete_file(file_id: UUID) -> dict[str, Any]:
+        row = need_file(ctx.store, file_id)
+        ctx.downloads.cancel(row["id"])
+        path = ctx.store.blob_path(row["m_id"], row["name"])
+        path.unlink(missing_ok=True)
+        partial_path(path).unlink(missing_ok=True)
+        ctx.store.delete_file(row["id"])
+        return {"message": f"Model file {row['name']} deleted", "id": row["id"]}
+
+    @api.delete("/api/model_files/{file_id}/download")
+    def cancel_download(file_id: UUID) -> dict[str, Any]:
+        row = need_file(ctx.store, file_id)
+        if not ctx.downloads.cancel(row["id"]):
+            return {"result": False, "message": f"No download in progress for {row['name']}", "file_id": row["id"]}
+        model_files = ctx.store.list_files(row["m_id"])
+        if not any(f["storage_location"] or f["is_downloading"] for f in model_files):
+            # Nothing of this model is on disk or on its way: don't leave a half-registered model.
+            ctx.store.delete_model(row["m_id"])
+            shutil.rmtree(ctx.store.model_dir(row["m_id"]), ignore_errors=True)
+        return {
+            "result": True,
+            "message": f"Download of {row['name']} cancelled",
+            "file_id": row["id"],
+            "cancelled_at": now(),
+        }
