@@ -15,6 +15,7 @@ import errno
 import hashlib
 import logging
 import os
+import queue
 import shutil
 import threading
 import time
@@ -83,6 +84,33 @@ def human_rate(bps: float) -> str:
 
 class DiskFull(Exception):
     pass
+
+
+class BackgroundHash:
+    """Feeds chunks to a hash in a second thread. hashlib releases the GIL on large buffers, so on
+    a multi-core machine the sha256 (about as costly as the transfer itself) overlaps the network
+    reads and disk writes instead of adding to them. The queue is bounded: a slow hash slows the
+    download rather than buffering the file in memory. Leaving the ``with`` block waits for the hash."""
+
+    def __init__(self, hasher: hashlib._Hash, depth: int = 16) -> None:
+        self._hasher = hasher
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._drain, name="download-sha256", daemon=True)
+
+    def __enter__(self) -> BackgroundHash:
+        self._thread.start()
+        return self
+
+    def update(self, chunk: bytes) -> None:
+        self._chunks.put(chunk)
+
+    def _drain(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._hasher.update(chunk)
+
+    def __exit__(self, *exc: object) -> None:
+        self._chunks.put(None)
+        self._thread.join()
 
 
 class DownloadManager:
@@ -236,13 +264,13 @@ class DownloadManager:
                 hasher = hashlib.sha256()
                 progress.done = progress.resumed_from = 0
             progress.total = total
-            with part.open("r+b" if offset else "wb") as out:
+            with part.open("r+b" if offset else "wb") as out, BackgroundHash(hasher) as hashing:
                 out.seek(offset)
                 out.truncate()
                 for chunk in chunks:
                     self._check(cancel)()
                     out.write(chunk)
-                    hasher.update(chunk)
+                    hashing.update(chunk)
                     progress.done += len(chunk)
                     progress.last_bytes_at = time.monotonic()
                 out.flush()
