@@ -11,6 +11,7 @@ Live progress (bytes, speed) is kept in memory; everything durable is in the sto
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -110,6 +111,44 @@ class BackgroundHash:
 
     def __exit__(self, *exc: object) -> None:
         self._chunks.put(None)
+        self._thread.join()
+
+
+class BackgroundFlush:
+    """Writes a download out to disk while it arrives (an fdatasync in a second thread every
+    ``every`` bytes), so the fsync before the rename waits for the last stretch only, not for the
+    whole file (~0.5 s for 1.1 GB here). A failed flush is left to that final fsync to report."""
+
+    def __init__(self, fd: int, every: int = 128 << 20) -> None:
+        self._fd = fd
+        self._every = every
+        self._unflushed = 0
+        self._due = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._flush, name="download-flush", daemon=True)
+
+    def __enter__(self) -> BackgroundFlush:
+        self._thread.start()
+        return self
+
+    def wrote(self, n: int) -> None:
+        self._unflushed += n
+        if self._unflushed >= self._every:
+            self._unflushed = 0
+            self._due.set()
+
+    def _flush(self) -> None:
+        while True:
+            self._due.wait()
+            self._due.clear()
+            if self._done:
+                return
+            with contextlib.suppress(OSError):
+                os.fdatasync(self._fd)
+
+    def __exit__(self, *exc: object) -> None:
+        self._done = True
+        self._due.set()
         self._thread.join()
 
 
@@ -264,13 +303,18 @@ class DownloadManager:
                 hasher = hashlib.sha256()
                 progress.done = progress.resumed_from = 0
             progress.total = total
-            with part.open("r+b" if offset else "wb") as out, BackgroundHash(hasher) as hashing:
+            with (
+                part.open("r+b" if offset else "wb") as out,
+                BackgroundHash(hasher) as hashing,
+                BackgroundFlush(out.fileno()) as flushing,
+            ):
                 out.seek(offset)
                 out.truncate()
                 for chunk in chunks:
                     self._check(cancel)()
                     out.write(chunk)
                     hashing.update(chunk)
+                    flushing.wrote(len(chunk))
                     progress.done += len(chunk)
                     progress.last_bytes_at = time.monotonic()
                 out.flush()
