@@ -76,3 +76,15 @@ def test_create_model_registers_it_with_a_default_config(client) -> None:  # typ
         client.models.create_model(CreateModel(name="again", repo_modelId="me/hand-made-GGUF"))
     assert err.value.status_code == 409
     client.models.delete_model(created.id)
+
+
+def test_the_model_list_follows_every_change(client) -> None:  # type: ignore[no-untyped-def]
+    # GET /models/ serves a cached body until the catalog changes: each change must show at once.
+    def names() -> set[str]:
+        return {m.name for m in client.models.list_models()}
+
+    before = names()
+    created = client.models.create_model(CreateModel(name="listed-once", repo_modelId="me/listed-once-GGUF"))
+    assert names() == before | {"listed-once"}
+    client.models.delete_model(created.id)
+    assert names() == before

@@ -1,0 +1,103 @@
+"""Domain steps the commands are made of: connect, resolve names, pull, cancel, serve, stop, remove.
+
+The layer between the commands and the SDK: ``cli/`` commands call workflows, workflows call
+``platform.py`` (the only importer of kamiwaza_sdk). Workflows talk to a ``Platform`` and yield
+progress *events* (plain dataclasses); they never print. Only ``cli/`` turns events into bars
+and lines, so the same steps serve the human output, ``--json`` and ``kamiwaza run``.
+
+One module per area; imports among them point one way (removal -> serving -> pulling -> models):
+
+- connection.py  the platform a command talks to, its credentials, auto-start of the local server
+- models.py      list, find and describe registered models; resolve what ``pull`` is asked for
+- pulling.py     pull and cancel downloads, with progress events and the status polling pace
+- serving.py     deploy (or reuse) and wait, find, list and stop deployments, engine logs
+- removal.py     remove models, stopping the deployments that use them when forced
+
+Everything the commands use is re-exported here: ``workflows.pull(...)``, ``workflows.Deployed``.
+Module-level settings (``POLL_INTERVAL``, ``DEPLOY_POLL``) are read by the module that defines
+them: patch ``workflows.pulling.POLL_INTERVAL``, not the copy re-exported here.
+"""
+
+from __future__ import annotations
+
+from ..catalog import ModelRef
+from ..errors import AuthError, Conflict, DownloadFailed, KamiwazaError, NotFound, UsageError
+from ..platform import Platform
+from .connection import ServerStarted, connect, stored_token
+from .models import describe, file_ready, find_model, list_models, model_state, resolve_pull_ref
+from .pulling import (
+    FINAL_POLL_INTERVAL,
+    POLL_INTERVAL,
+    STALL_SECONDS,
+    AlreadyDownloaded,
+    FileProgress,
+    PullDone,
+    PullRequested,
+    PullStarted,
+    Stalled,
+    _poll_delay,
+    cancel_pull,
+    pull,
+)
+from .removal import remove
+from .serving import (
+    ACTIVE_STATUSES,
+    DEPLOY_POLL,
+    FAILED_STATUSES,
+    Deployed,
+    DeployStatus,
+    endpoint_of,
+    find_deployments,
+    list_deployments,
+    log_snapshot,
+    logs,
+    serve,
+    stop,
+    stop_deployments,
+)
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "DEPLOY_POLL",
+    "FAILED_STATUSES",
+    "FINAL_POLL_INTERVAL",
+    "POLL_INTERVAL",
+    "STALL_SECONDS",
+    "AlreadyDownloaded",
+    "AuthError",
+    "Conflict",
+    "DeployStatus",
+    "Deployed",
+    "DownloadFailed",
+    "FileProgress",
+    "KamiwazaError",
+    "ModelRef",
+    "NotFound",
+    "Platform",
+    "PullDone",
+    "PullRequested",
+    "PullStarted",
+    "ServerStarted",
+    "Stalled",
+    "UsageError",
+    "_poll_delay",
+    "cancel_pull",
+    "connect",
+    "describe",
+    "endpoint_of",
+    "file_ready",
+    "find_deployments",
+    "find_model",
+    "list_deployments",
+    "list_models",
+    "log_snapshot",
+    "logs",
+    "model_state",
+    "pull",
+    "remove",
+    "resolve_pull_ref",
+    "serve",
+    "stop",
+    "stop_deployments",
+    "stored_token",
+]

@@ -1,0 +1,98 @@
+"""Connecting: which platform a command talks to, with which credentials, starting the local server.
+
+``connect`` picks the URL (flag > env > config file > local), starts the embedded server when it
+is the chosen platform and not running, and sets the API key: KAMIWAZA_API_KEY, else the token
+``kamiwaza login`` stored for this URL (refreshed when it is about to expire), else a loopback
+placeholder.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .. import config
+from ..errors import AuthError, KamiwazaError
+from ..platform import Platform
+
+
+@dataclass(frozen=True)
+class ServerStarted:
+    url: str
+
+
+def connect(
+    url_flag: str | None = None,
+    *,
+    platform_flag: str | None = None,
+    insecure: bool = False,
+    ca_bundle: str | None = None,
+    autostart: bool = True,
+    anonymous: bool = False,
+) -> tuple[Platform, ServerStarted | None]:
+    """The platform chosen by --url > --platform > KAMIWAZA_BASE_URL > KAMIWAZA_PLATFORM > config file > local.
+
+    The credentials are the platform's: KAMIWAZA_API_KEY as the SDK reads it, else the
+    token ``kamiwaza login`` stored for this URL (refreshed when it is about to expire).
+    The local server is started when it is the chosen platform and not running, so
+    ``kamiwaza pull`` works on a fresh laptop with nothing else set up.
+    """
+    resolved = config.base_url(url_flag, platform_flag)
+    url = resolved.value or config.local_url()
+    is_local = url == config.local_url()
+    started = None
+    if is_local and url_flag is None and not os.environ.get("KAMIWAZA_BASE_URL"):
+        from ..server import control
+
+        running = control.status(config.home())
+        if running is not None:
+            url = running.url  # the local server started with another --port (or TLS) is still "local"
+        elif autostart and not control.ping(url, timeout=1.0):
+            control.start(config.home(), port=config.local_port())
+            started = ServerStarted(url)
+    verify, bundle = config.tls_verify(insecure, ca_bundle)
+    platform = Platform(
+        url,
+        is_local=is_local,
+        debug=config.debug_enabled(),
+        verify=verify,
+        ca_bundle=bundle,
+        timeout=config.request_timeout(),
+    )
+    if not anonymous:
+        platform.api_key = config.resolve("api_key").value or stored_token(platform) or _loopback_token(url)
+    return platform, started
+
+
+def stored_token(platform: Platform) -> str | None:
+    """The access token ``kamiwaza login`` saved for this platform, refreshed if it expires soon."""
+    from .. import credentials
+
+    record = credentials.load(platform.url)
+    if record is None:
+        return None
+    if not credentials.is_expired(record):
+        return str(record["access_token"])
+    if record.get("refresh_token"):
+        try:
+            fresh = platform.refresh(str(record["refresh_token"]))
+        except KamiwazaError:
+            fresh = None
+        if fresh is not None:
+            credentials.save(
+                platform.url,
+                credentials.record_from_token_response(
+                    fresh, record.get("username"), str(record.get("kind") or "password")
+                ),
+            )
+            return str(fresh.access_token)
+    credentials.delete(platform.url)
+    raise AuthError(f"your session on {platform.url} has expired", hint="log in again with: kamiwaza login")
+
+
+def _loopback_token(url: str) -> str | None:
+    """A placeholder bearer for a loopback platform with no key: the SDK's OpenAI client
+    refuses to work without a token, and a keyless local server ignores it."""
+    from urllib.parse import urlsplit
+
+    return "local" if urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1") else None
