@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from .harness import (
     background_summary,
     conditions_text,
     context_figure,
+    ensure_tool,
     model_file,
     rotate,
 )
@@ -52,7 +52,6 @@ ENDPOINTS = {
 }
 P99_TARGET_MS = 50.0
 WARMUP = 50
-AB = shutil.which("ab") or "ab"  # ApacheBench: Debian's apache2-utils
 BUDGET_S = float(os.environ.get("BENCH_BUDGET_S", "180"))  # measuring time before retries stop
 
 DESCRIPTION = (
@@ -65,7 +64,7 @@ DESCRIPTION = (
 )
 
 
-def load(root: str, path: str, clients: int, total: int) -> dict[str, Any]:
+def load(ab: str, root: str, path: str, clients: int, total: int) -> dict[str, Any]:
     """``total`` requests from ``clients`` concurrent keep-alive clients (ApacheBench): percentiles in ms,
     errors, throughput.
 
@@ -76,7 +75,7 @@ def load(root: str, path: str, clients: int, total: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="kamiwaza-bench-ab-") as tmp:
         csv = Path(tmp) / "percentiles.csv"
         proc = subprocess.run(
-            [AB, "-q", "-k", "-c", str(clients), "-n", str(total), "-e", str(csv), root + path],
+            [ab, "-q", "-k", "-c", str(clients), "-n", str(total), "-e", str(csv), root + path],
             capture_output=True,
             text=True,
             timeout=300,
@@ -104,6 +103,7 @@ def load(root: str, path: str, clients: int, total: int) -> dict[str, Any]:
 
 
 def main() -> int:
+    ab = ensure_tool("ab", "apache2-utils")  # ApacheBench
     gguf = model_file()
     with tempfile.TemporaryDirectory(prefix="kamiwaza-bench-api-") as tmp:
         server = LocalServer(Path(tmp) / "home")
@@ -125,14 +125,14 @@ def main() -> int:
             log(f"{sizes['models'][0]} models ({sizes['models'][1]} bytes), {sizes['deployments'][0]} deployment(s)")
             settings = [(name, c) for c in CONCURRENCY for name in ENDPOINTS]
             for name, c in settings:
-                load(server.root, ENDPOINTS[name], c, WARMUP)
+                load(ab, server.root, ENDPOINTS[name], c, WARMUP)
             meter.deadline = time.perf_counter() + BUDGET_S  # the budget is for measuring, not set-up
             results: dict[str, list[dict[str, Any]]] = {f"{n}@{c}": [] for n, c in settings}
             noise: dict[str, list[Any]] = {key: [] for key in results}
             for run in range(RUNS):
                 for name, c in rotate(settings, run):
                     key = f"{name}@{c}"
-                    result, info = meter.run(functools.partial(load, server.root, ENDPOINTS[name], c, REQUESTS))
+                    result, info = meter.run(functools.partial(load, ab, server.root, ENDPOINTS[name], c, REQUESTS))
                     results[key].append(result)
                     noise[key].append(info)
                 log(
@@ -145,6 +145,7 @@ def main() -> int:
         finally:
             server.stop()
     figures, details = build_figures(results, sizes)
+    details["load_generator"] = subprocess.run([ab, "-V"], capture_output=True, text=True).stdout.splitlines()[0]
     details["background_cpu"] = background = background_summary(noise, meter)
     out = write_result("api", figures, RUNS, details, DESCRIPTION, conditions_text(background))
     for f in figures:
@@ -222,7 +223,6 @@ def build_figures(
             ]
             for key, rs in results.items()
         },
-        "load_generator": subprocess.run([AB, "-V"], capture_output=True, text=True).stdout.splitlines()[0],
         "errors": errors,
     }
     return figures, details

@@ -8,6 +8,7 @@ holds what the command-level ones add on top, so that ``common`` stays the colle
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .common import BENCH_DIR, REPO_ROOT, CpuMeter, median
+from .common import BENCH_DIR, REPO_ROOT, CpuMeter, log, median
 
 CACHE_DIR = BENCH_DIR / ".cache"
 VENV_BIN = Path(sys.executable).parent
@@ -87,6 +88,16 @@ def run_checked(
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited with {proc.returncode}: {proc.stderr[-2000:]}")
     return proc
+
+
+def ensure_tool(command: str, debian_package: str) -> str:
+    """The path of a measuring tool (curl, ab), installed from Debian when missing."""
+    found = shutil.which(command)
+    if found:
+        return found
+    log(f"{command} is missing: apt-get install -y {debian_package}")
+    subprocess.run(["apt-get", "install", "-y", debian_package], check=True, capture_output=True)
+    return shutil.which(command) or command
 
 
 def rotate(items: list[Any], n: int) -> list[Any]:

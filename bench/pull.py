@@ -52,6 +52,7 @@ from .harness import (
     bytecode_env,
     conditions_text,
     context_figure,
+    ensure_tool,
     fakehub,
     rotate,
     run_checked,
@@ -329,22 +330,13 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def ensure_curl() -> str:
-    curl = shutil.which("curl")
-    if curl:
-        return curl
-    log("curl is missing: apt-get install -y curl")
-    subprocess.run(["apt-get", "install", "-y", "curl"], check=True, capture_output=True)
-    return shutil.which("curl") or "curl"
-
-
 def curl_version() -> str:
     out = subprocess.run(["curl", "--version"], capture_output=True, text=True).stdout
     return out.split("\n", 1)[0].split(" (")[0]
 
 
 def main() -> int:
-    ensure_curl()
+    ensure_tool("curl", "curl")
     FakeHub, HubFile = fakehub()
     path, sha = make_big_gguf()
     size = path.stat().st_size
