@@ -111,11 +111,11 @@ def pull(ctx: click.Context, model: str, quant: str | None, cancel: bool, as_jso
         return
     view = PullView()
     watching = None
-    requested = None
+    accepted = None
     try:
         for event in workflows.pull(platform, model, quant):
-            if isinstance(event, workflows.PullRequested):
-                requested = event
+            if isinstance(event, workflows.PullAccepted):
+                accepted = event
             elif isinstance(event, workflows.PullStarted):
                 watching = event
                 view.start(event)
@@ -135,15 +135,13 @@ def pull(ctx: click.Context, model: str, quant: str | None, cancel: bool, as_jso
     except KeyboardInterrupt:
         view.stop()
         if watching is not None:
-            status = f"{watching.name} is still"
-        elif requested is not None:
-            # Interrupted between the request and the first progress report, we cannot know whether
-            # the platform got the request: say so rather than claim either way.
-            status = f"{requested.repo_id} may be"
+            name = watching.name
+        elif accepted is not None:
+            name = accepted.repo_id
         else:
             raise
         output.info(
-            f"\n{status} downloading in the background; run the same command to watch "
+            f"\n{name} is still downloading in the background; run the same command to watch "
             f"(or cancel with: kamiwaza pull --cancel {model})"
         )
         ctx.exit(EXIT_INTERRUPTED)

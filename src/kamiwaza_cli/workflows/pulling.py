@@ -1,6 +1,6 @@
 """Pulling: download a model on the platform and watch its files until every one is verified.
 
-``pull`` yields events (PullRequested, PullStarted, FileProgress, Stalled, AlreadyDownloaded,
+``pull`` yields events (PullAccepted, PullStarted, FileProgress, Stalled, AlreadyDownloaded,
 PullDone) and never prints. It polls the platform's raw download status at ``_poll_delay``'s pace
 (POLL_INTERVAL, faster when the last bytes are due), turns the platform's errors into
 actionable ones and drops a model the pull registered when none of its files made it.
@@ -37,9 +37,10 @@ class FileProgress:
 
 
 @dataclass
-class PullRequested:
-    """The download request is on its way to the platform: from here on, an interrupted command
-    may leave the platform downloading."""
+class PullAccepted:
+    """The platform has accepted the download and runs it: from here on, an interrupted command
+    leaves it downloading (reported before the model and progress are fetched, which takes a
+    few more calls)."""
 
     repo_id: str
 
@@ -96,8 +97,8 @@ def pull(platform: Platform, text: str, quant: str | None = None) -> Iterator[An
             yield AlreadyDownloaded(existing["name"], repo_id, existing)
             return
 
-    yield PullRequested(repo_id)
     result = _initiate(platform, ref, target)
+    yield PullAccepted(repo_id)
     model = platform.call(platform.client.models.get_model_by_repo_id, repo_id)
     if model is None:
         raise DownloadFailed(f"the platform did not register {repo_id}")
