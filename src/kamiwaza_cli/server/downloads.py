@@ -295,8 +295,9 @@ class DownloadManager:
         hasher = hashlib.sha256()
         progress = Progress(total=remote.size, done=offset, resumed_from=offset)
         self._progress[str(row["id"])] = progress
+        check = self._check(cancel)  # once per download, not once per 256 KiB chunk
         if offset:
-            _hash_prefix(part, offset, hasher, self._check(cancel))
+            _hash_prefix(part, offset, hasher, check)
         with open_stream(remote, offset) as (start, total, chunks):
             if start != offset:  # the source ignored the Range: start over
                 offset = 0
@@ -311,7 +312,7 @@ class DownloadManager:
                 out.seek(offset)
                 out.truncate()
                 for chunk in chunks:
-                    self._check(cancel)()
+                    check()
                     out.write(chunk)
                     hashing.update(chunk)
                     flushing.wrote(len(chunk))
