@@ -59,8 +59,12 @@ def hosts() -> Iterator[tuple[str, str, list[str | None]]]:
 
 def _fetch(url: str) -> bytes:
     remote = RemoteFile("m.gguf", len(BODY), None, url, {"Authorization": "Bearer hf_SECRET"})
-    with open_stream(remote, 0) as (_start, _total, chunks):
-        return b"".join(chunks)
+    buffer = bytearray(len(BODY) + 1)
+    with open_stream(remote, 0) as (_start, _total, body):
+        got = 0
+        while n := body.readinto(memoryview(buffer)[got:]):
+            got += n
+    return bytes(buffer[:got])
 
 
 def test_token_is_dropped_on_a_redirect_to_another_host(hosts: tuple[str, str, list[str | None]]) -> None:

@@ -3,7 +3,7 @@
 A file is fetched into ``<name>.incomplete`` beside its final path, resuming with an
 HTTP Range from whatever bytes are already there (also after a ``kill -9`` of the
 server: ``resume_interrupted`` restarts every file the catalog still marks as
-downloading). The sha256 is computed while writing; size and checksum are checked
+downloading). The sha256 is computed while writing (``blobwriter``); size and checksum are checked
 before an atomic rename, and GGUF files must parse. Only then does the catalog record
 a ``storage_location``: a model is never listed as downloaded before that.
 Live progress (bytes, speed) is kept in memory; everything durable is in the store.
@@ -11,12 +11,10 @@ Live progress (bytes, speed) is kept in memory; everything durable is in the sto
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import logging
 import os
-import queue
 import shutil
 import threading
 import time
@@ -25,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..gguf import GGUFError, read_gguf
+from .blobwriter import BlobWriter, aligned_resume_offset
 from .sources import HUB_HF, RemoteFile, SourceError, open_stream
 from .store import Store, now
 
@@ -85,71 +84,6 @@ def human_rate(bps: float) -> str:
 
 class DiskFull(Exception):
     pass
-
-
-class BackgroundHash:
-    """Feeds chunks to a hash in a second thread. hashlib releases the GIL on large buffers, so on
-    a multi-core machine the sha256 (about as costly as the transfer itself) overlaps the network
-    reads and disk writes instead of adding to them. The queue is bounded: a slow hash slows the
-    download rather than buffering the file in memory. Leaving the ``with`` block waits for the hash."""
-
-    def __init__(self, hasher: hashlib._Hash, depth: int = 16) -> None:
-        self._hasher = hasher
-        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
-        self._thread = threading.Thread(target=self._drain, name="download-sha256", daemon=True)
-
-    def __enter__(self) -> BackgroundHash:
-        self._thread.start()
-        return self
-
-    def update(self, chunk: bytes) -> None:
-        self._chunks.put(chunk)
-
-    def _drain(self) -> None:
-        while (chunk := self._chunks.get()) is not None:
-            self._hasher.update(chunk)
-
-    def __exit__(self, *exc: object) -> None:
-        self._chunks.put(None)
-        self._thread.join()
-
-
-class BackgroundFlush:
-    """Writes a download out to disk while it arrives (an fdatasync in a second thread every
-    ``every`` bytes), so the fsync before the rename waits for the last stretch only, not for the
-    whole file (~0.5 s for 1.1 GB here). A failed flush is left to that final fsync to report."""
-
-    def __init__(self, fd: int, every: int = 128 << 20) -> None:
-        self._fd = fd
-        self._every = every
-        self._unflushed = 0
-        self._due = threading.Event()
-        self._done = False
-        self._thread = threading.Thread(target=self._flush, name="download-flush", daemon=True)
-
-    def __enter__(self) -> BackgroundFlush:
-        self._thread.start()
-        return self
-
-    def wrote(self, n: int) -> None:
-        self._unflushed += n
-        if self._unflushed >= self._every:
-            self._unflushed = 0
-            self._due.set()
-
-    def _flush(self) -> None:
-        while True:
-            self._due.wait()
-            self._due.clear()
-            if self._done:
-                return
-            with contextlib.suppress(OSError):
-                os.fdatasync(self._fd)
-
-    def __exit__(self, *exc: object) -> None:
-        self._done = True
-        self._due.set()
-        self._thread.join()
 
 
 class DownloadManager:
@@ -289,37 +223,29 @@ class DownloadManager:
 
             remote.headers = build_hf_headers(token=os.environ.get("HF_TOKEN") or None)
         part.parent.mkdir(parents=True, exist_ok=True)
-        offset = part.stat().st_size if part.exists() else 0
+        offset = aligned_resume_offset(part.stat().st_size) if part.exists() else 0
         if remote.size is not None and offset > remote.size:
             offset = 0
         hasher = hashlib.sha256()
         progress = Progress(total=remote.size, done=offset, resumed_from=offset)
         self._progress[str(row["id"])] = progress
-        check = self._check(cancel)  # once per download, not once per 256 KiB chunk
+        check = self._check(cancel)  # once per download, not once per read
         if offset:
             _hash_prefix(part, offset, hasher, check)
-        with open_stream(remote, offset) as (start, total, chunks):
+
+        def on_bytes(n: int) -> None:
+            check()
+            progress.done += n
+            progress.last_bytes_at = time.monotonic()
+
+        with open_stream(remote, offset) as (start, total, body):
             if start != offset:  # the source ignored the Range: start over
                 offset = 0
                 hasher = hashlib.sha256()
                 progress.done = progress.resumed_from = 0
             progress.total = total
-            with (
-                part.open("r+b" if offset else "wb") as out,
-                BackgroundHash(hasher) as hashing,
-                BackgroundFlush(out.fileno()) as flushing,
-            ):
-                out.seek(offset)
-                out.truncate()
-                for chunk in chunks:
-                    check()
-                    out.write(chunk)
-                    hashing.update(chunk)
-                    flushing.wrote(len(chunk))
-                    progress.done += len(chunk)
-                    progress.last_bytes_at = time.monotonic()
-                out.flush()
-                os.fsync(out.fileno())
+            with BlobWriter(part, offset, hasher) as writer:
+                writer.copy(body, on_bytes)
         return hasher.hexdigest(), progress.done
 
     def _check(self, cancel: threading.Event):  # type: ignore[no-untyped-def]
