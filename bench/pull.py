@@ -15,8 +15,8 @@ Throughput runs (``BENCH_RUNS``, interleaved round-robin with a rotating start):
   from the command's wall time for the judged throughput.
 
 Each run's file is deleted and the page cache's dirty pages written out (``sync``, not timed) before
-the next run. ``kamiwaza`` verifies size and sha256 and fsyncs before its atomic rename; curl does
-neither, so the time ``sync`` then takes for curl's file is recorded too.
+the next run. ``kamiwaza`` writes with O_DIRECT (durable as it arrives), verifies size and sha256 and fsyncs
+before its atomic rename; curl does none of these, so the time ``sync`` then takes for curl's file is recorded too.
 
 Resume runs (``BENCH_PULL_RESUME_RUNS``): the hub is throttled, ``kamiwaza pull`` starts, the server is
 ``kill -9``ed when the ``.incomplete`` file under $KAMIWAZA_HOME/models reaches half the size, the hub is
@@ -454,7 +454,8 @@ def build_figures(
             f">= {THROUGHPUT_RATIO_TARGET:g}x curl",
             xfer_ratio >= THROUGHPUT_RATIO_TARGET,
             "the same runs, timed by when the hub sent its first and last byte (sampled every 2 ms): the server's "
-            "download loop (http.client reads, disk writes, sha256 in a second thread) against curl's; ratio = "
+            "download loop (http.client reads into 4 MiB aligned buffers, O_DIRECT writes and sha256 in two more "
+            "threads: server/blobwriter.py) against curl's page-cache writes; ratio = "
             "median of the per-run ratios",
             digits=1,
             ratio=xfer_ratio,
@@ -469,7 +470,7 @@ def build_figures(
                 True,
                 f"the command's {median([r['wall_s'] for r in k]):.2f} s include {overhead:.2f} s outside the "
                 "transfer (CLI start-up with the SDK import, registering the model, the last progress poll, and the "
-                "server's fsync + GGUF check + rename after the last byte). curl writes into the page cache and "
+                "server's final fsync + GGUF check + rename after the last byte). curl writes into the page cache and "
                 f"exits: the `sync` after it took a median {curl_sync:.2f} s more; against curl + that sync the "
                 f"ratio is ×{durable_ratio:.3f}",
                 digits=1,
@@ -496,8 +497,8 @@ def build_figures(
                     f"{', '.join(f'{x:.1%}' for x in killed)} of the file, with the hub throttled to "
                     f"{THROTTLE / 1e6:.0f} MB/s until the kill. Of the {median(extra) / 1e6:.1f} MB fetched twice "
                     f"(median), {median(lost) / 1e6:.1f} MB had been sent by the hub but never reached the .incomplete "
-                    "file (the kernel's socket buffers and the chunk in flight when the server died); the resume "
-                    "starts at the file's end. "
+                    "file (the kernel's socket buffers and the 4 MiB buffer being filled when the server died); the "
+                    "resume starts at the file's end rounded down to 4 KiB (O_DIRECT's alignment). "
                     f"`kamiwaza server start` then `kamiwaza pull` finished the download (sha256 verified) in a median "
                     f"{median([r['restart_to_done_s'] for r in resumes]):.2f} s",
                     digits=3,
