@@ -28,6 +28,9 @@ from typing import Protocol
 # 4 KiB covers every current disk. mmap'd buffers are page-aligned.
 ALIGN = 4096
 BUFFER_BYTES = 4 << 20
+# One read fills at most this much of a buffer: a blocking read of a whole 4 MiB buffer would hold
+# progress and the cancel check back for seconds on a slow link.
+READ_BYTES = 256 << 10
 BUFFERS = 4
 FLUSH_EVERY = 128 << 20
 
@@ -100,7 +103,7 @@ class BlobWriter:
             filled = 0
             try:
                 while filled < BUFFER_BYTES:
-                    n = body.readinto(view[filled:])
+                    n = body.readinto(view[filled : filled + READ_BYTES])
                     if not n:
                         break
                     filled += n
