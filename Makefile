@@ -36,6 +36,7 @@ bench: install
 	$(PY) -m bench.run
 	$(PY) -m bench.pull
 	$(PY) -m bench.api
+	$(PY) -m bench.reliability
 	$(PY) -m bench.report
 
 clean:

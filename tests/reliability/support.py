@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import os
 import sqlite3
 import subprocess
@@ -21,6 +22,16 @@ GEMMA_LOCAL = "gemma-3-270m-q4_k_m"  # the name `pull <gemma_path>` registers th
 GEMMA_SIZE = 253_113_024
 GEMMA_SHA = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 MB = 1 << 20
+# Where `record` appends what the tests measured (set by bench/reliability.py for docs/benchmarks.md).
+RECORD_ENV = "KAMIWAZA_RELIABILITY_RECORD"
+
+
+def record(name: str, **figures: object) -> None:
+    """Append one measured fact (a JSON line) for the benchmark report; nothing when not asked for."""
+    path = os.environ.get(RECORD_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"name": name, **figures}) + "\n")
 
 
 # --- the catalog ------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from reliability.support import (
     integrity,
     kamiwaza,
     one_error,
+    record,
     stopped,
 )
 
@@ -123,6 +124,13 @@ def test_kill_9_mid_download_then_restart_resumes_verifies_and_keeps_one_row_per
     assert gets and gets[-1].get("range"), "the restarted server fetched the file without a Range"
     resumed_from = int(gets[-1]["range"].removeprefix("bytes=").split("-")[0])
     assert resumed_from == kept  # exactly where the kill left it: not from zero, no gap, no overlap
+    record(
+        "download_resume",
+        killed_at_bytes=kept,
+        resumed_from=resumed_from,
+        file_bytes=GEMMA_SIZE,
+        rows=len(cat["model_files"]),
+    )
 
 
 # --- kill -9 of an engine -----------------------------------------------------------------------------
@@ -144,9 +152,11 @@ def test_engine_killed_is_failed_within_5_s_and_run_redeploys(gemma_server: Loca
     assert engine_pids(srv.home) == [engine]
 
     os.kill(engine, signal.SIGKILL)
+    killed_at = time.monotonic()
     failed = wait_for(
         lambda: (d := _deployment(srv, old))["status"] == "FAILED" and d, timeout=5, what="FAILED within 5 s"
     )
+    record("engine_killed", failed_after_s=round(time.monotonic() - killed_at, 2))
     assert failed["last_error_code"] == "CONTAINER_EXITED" and "signal 9" in failed["last_error_message"]
 
     r = srv.cli("run", GEMMA_LOCAL, "hi", "--max-tokens", "4")
@@ -188,6 +198,12 @@ def test_kill_9_of_the_server_restores_every_deployment_with_zero_orphans(gemma_
     after = engine_pids(srv.home)
     assert after == sorted(rows[d]["pid"] for d in ids) and len(after) == 2  # one engine each, no orphans
     assert not set(after) & set(before)
+    record(
+        "server_killed",
+        deployments=len(ids),
+        restored=len(after),
+        orphans=len(set(after) - {rows[d]["pid"] for d in ids}),
+    )
     for dep_id in ids:
         body = {"model": "x", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
         resp = httpx.post(

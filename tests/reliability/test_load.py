@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import httpx
 import pytest
 from conftest import LocalServer
 from fakehub import FakeHub
-from reliability.support import GEMMA_LOCAL, fd_count, rss_kb, settle, socket_inodes, tcp_sockets
+from reliability.support import GEMMA_LOCAL, fd_count, record, rss_kb, settle, socket_inodes, tcp_sockets
 
 CALLS = 1000
 CLIENTS = 32
@@ -128,6 +129,14 @@ def load_run(server: LocalServer, world: World, hub: FakeHub) -> Run:
     errors = _hammer(server, world, CALLS)
     fds_after = settle(lambda: _fds(pid, hub_port)[0])
     rss_after = rss_kb(pid)
+    record(
+        "load",
+        calls=CALLS,
+        clients=CLIENTS,
+        errors=len(errors),
+        rss_growth_mb=round((rss_after - rss_before) / 1024, 1),
+        fd_growth=fds_after - fds_before,
+    )
     return Run(errors, warmup_errors, rss_before, rss_after, fds_before, fds_after, _fds(pid, hub_port)[1])
 
 
@@ -174,10 +183,12 @@ def test_4_concurrent_chats_on_one_deployment_all_complete(world: World) -> None
             errors.append(exc)
 
     threads = [threading.Thread(target=chat, args=(i,)) for i in range(4)]
+    started = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join(180)
+    record("chats", started=4, completed=len(replies), seconds=round(time.monotonic() - started, 1))
     assert errors == []
     assert sorted(replies) == [0, 1, 2, 3]
     for i, (text, finish) in replies.items():
