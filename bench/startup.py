@@ -48,9 +48,10 @@ from .harness import (
 )
 from .serving import LocalServer
 
-RUNS = int(os.environ.get("BENCH_STARTUP_RUNS", "10"))
+# 20 runs: the SDK import alone swings 1.2-2.0 s between runs here, and list/ps are judged by it.
+RUNS = int(os.environ.get("BENCH_STARTUP_RUNS", "20"))
 WARMUP = 2
-BUDGET_S = float(os.environ.get("BENCH_BUDGET_S", "210"))  # measuring time before retries stop
+BUDGET_S = float(os.environ.get("BENCH_BUDGET_S", "420"))  # measuring time before retries stop
 PEERS_VENV = BENCH_DIR / ".venv-peers"
 PEERS = ("ramalama", "llm")
 
