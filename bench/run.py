@@ -10,6 +10,8 @@ gemma GGUF from PyPI pulled as a local file and deployed, each run times, interl
   ``openai`` client from the deployment's endpoint as ``kamiwaza ps --json`` gives it: a new client
   (so a new connection, as in a one-shot process) made before the clock starts, TTFT from the
   request to the first content token, tokens/s = (content events - 1) / (t_last - t_first);
+- the same client request straight to a second engine process (the llama.cpp engine alone: the
+  platform's argv, the same model file), for the ratio to the engine itself;
 - ``python -c "import kamiwaza_sdk"``, the floor of the CLI's start-up.
 
 Process start-up = wall time - the ``total_s`` the CLI reports for the generation.
@@ -44,7 +46,7 @@ from .harness import (
     run_process,
     run_timed,
 )
-from .serving import LocalServer
+from .serving import BareEngine, LocalServer
 
 RUNS = int(os.environ.get("BENCH_RUN_RUNS", "10"))
 MAX_TOKENS = 128
@@ -59,11 +61,12 @@ DESCRIPTION = (
     'One-shot `kamiwaza run gemma-3-270m-q4_k_m "PROMPT" --json --max-tokens 128 --seed 1 --temperature 0` '
     "on the local server (the small gemma GGUF from PyPI, pulled as a local file, deployed once), against the "
     "official `openai` Python client streaming the same request (same system and user messages, same "
-    "parameters) from the endpoint `kamiwaza ps --json` gives, in the same runs. The CLI's figures are the ones "
+    "parameters) from the endpoint `kamiwaza ps --json` gives, and straight from a second llama.cpp engine "
+    "process on the same file (the engine alone), in the same runs. The CLI's figures are the ones "
     "it reports in its JSON (measured inside the process after start-up); the client's are measured the same "
     "way: TTFT from the request to the first content token, tokens/s = (content events - 1) / (last - first "
     "arrival). Variants are interleaved round-robin; measurements during which other processes used more than "
-    "10% of a core are retried. Both variants end with the same one-token request (the CLI counts the prompt "
+    "10% of a core are retried. All variants end with the same one-token request (the CLI counts the prompt "
     "with it), so that every measured request finds the engine in the same state (`bench/run.py`)."
 )
 
@@ -147,6 +150,7 @@ def main() -> int:
         server = LocalServer(Path(tmp) / "home")
         log(f"run benchmark: {RUNS} runs, local server on port {server.port}, KAMIWAZA_HOME={server.home}")
         server.start()
+        engine: BareEngine | None = None
         meter = BudgetMeter(lambda: [p for p in (os.getpid(), server.pid()) if p], time.perf_counter() + BUDGET_S)
         try:
             server.cli("pull", str(gguf))
@@ -154,14 +158,21 @@ def main() -> int:
             rows = json.loads(server.cli("ps", "--json").stdout)
             dep = next(r for r in rows if r["model"] == MODEL_NAME and r["status"] == "DEPLOYED")
             endpoint = dep["endpoint"]
+            files = server.api.get("/api/model_files/").json()
+            stored = Path(next(f["storage_location"] for f in files if f.get("storage_location")))
+            # The llama.cpp engine alone on the same file, with the argv the platform uses, idle when not measured.
+            engine = BareEngine(stored, Path(tmp))
+            engine.start()
+            alias = engine.argv[engine.argv.index("--model_alias") + 1]
             env = bytecode_env(server.env)
             log(f"endpoint {endpoint}; warm-up: one CLI run, one client request, one SDK import")
             cli_once(env, tmp)
             client_once(endpoint, MODEL_NAME)
+            client_once(engine.base_url, alias)
             run_timed([PYTHON, "-c", "import kamiwaza_sdk"], env, cwd=tmp)
 
             meter.deadline = time.perf_counter() + BUDGET_S  # the budget is for measuring, not set-up
-            variants = ["cli", "client", "sdk_import"]
+            variants = ["cli", "client", "engine", "sdk_import"]
             results: dict[str, list[Any]] = {v: [] for v in variants}
             noise: dict[str, list[Any]] = {v: [] for v in variants}
             for run in range(RUNS):
@@ -170,18 +181,23 @@ def main() -> int:
                         result, info = meter.run(lambda: cli_once(env, tmp))
                     elif v == "client":
                         result, info = meter.run(lambda: client_once(endpoint, MODEL_NAME))
+                    elif v == "engine":
+                        result, info = meter.run(lambda: client_once(engine.base_url, alias))
                     else:
                         result, info = meter.run(lambda: run_timed([PYTHON, "-c", "import kamiwaza_sdk"], env, cwd=tmp))
                     results[v].append(result)
                     noise[v].append(info)
-                c, b = results["cli"][-1], results["client"][-1]
+                c, b, e = results["cli"][-1], results["client"][-1], results["engine"][-1]
                 log(
                     f"  run {run + 1}/{RUNS}: cli {c['tokens_per_second']:.2f} tok/s ttft "
                     f"{c['time_to_first_token_s'] * 1000:.1f} ms start-up {c['wall_s'] - c['total_s']:.3f} s; "
                     f"client {b['tokens_per_second']:.2f} tok/s ttft {b['ttft_s'] * 1000:.1f} ms; "
+                    f"engine alone {e['tokens_per_second']:.2f} tok/s ttft {e['ttft_s'] * 1000:.1f} ms; "
                     f"sdk import {results['sdk_import'][-1]:.3f} s"
                 )
         finally:
+            if engine is not None:
+                engine.stop()
             server.stop()
     figures, details = build_figures(results, endpoint)
     details["background_cpu"] = background = background_summary(noise, meter)
@@ -194,7 +210,9 @@ def main() -> int:
 
 
 def build_figures(results: dict[str, list[Any]], endpoint: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    cli, client, sdk = results["cli"], results["client"], results["sdk_import"]
+    cli, client, sdk, alone = results["cli"], results["client"], results["sdk_import"], results["engine"]
+    alone_tps = [e["tokens_per_second"] for e in alone]
+    alone_ttft = [e["ttft_s"] * 1000 for e in alone]
     cli_tps = [c["tokens_per_second"] for c in cli]
     client_tps = [b["tokens_per_second"] for b in client]
     cli_ttft = [c["time_to_first_token_s"] * 1000 for c in cli]
@@ -242,6 +260,33 @@ def build_figures(results: dict[str, list[Any]], endpoint: str) -> tuple[list[di
             digits=1,
             diff=ttft_diff,
         ),
+        figure(
+            "`kamiwaza run --json` tokens/s against the llama.cpp engine alone",
+            median(cli_tps),
+            median(alone_tps),
+            "tokens/s",
+            f">= {TPS_RATIO_TARGET:.0%} of the engine alone",
+            median([a / b for a, b in zip(cli_tps, alone_tps, strict=True)]) >= TPS_RATIO_TARGET,
+            "the same runs; baseline: the openai client streaming the same request straight from a second engine "
+            "process (the argv the platform builds, the same model file), idle when not measured. Ratio = median of "
+            "the per-run ratios",
+            digits=2,
+            ratio=median([a / b for a, b in zip(cli_tps, alone_tps, strict=True)]),
+        ),
+        context_figure(
+            figure(
+                "`kamiwaza run --json` time to first token against the engine alone",
+                median(cli_ttft),
+                median(alone_ttft),
+                "ms",
+                "",
+                True,
+                "the same runs and baseline as the row above; the CLI's request goes through the gateway on a new "
+                "connection, the baseline's straight to the engine's port; diff = median of the per-run differences",
+                digits=1,
+                diff=median([a - b for a, b in zip(cli_ttft, alone_ttft, strict=True)]),
+            )
+        ),
         context_figure(
             figure(
                 "`kamiwaza run --json` process start-up (wall - generation total)",
@@ -273,6 +318,8 @@ def build_figures(results: dict[str, list[Any]], endpoint: str) -> tuple[list[di
         "client_tokens_per_second_cli_formula": [round(b["tokens_per_second_cli_formula"], 3) for b in client],
         "cli_ttft_ms": [round(v, 2) for v in cli_ttft],
         "client_ttft_ms": [round(v, 2) for v in client_ttft],
+        "engine_alone_tokens_per_second": [round(v, 3) for v in alone_tps],
+        "engine_alone_ttft_ms": [round(v, 2) for v in alone_ttft],
         "cli_wall_s": [round(c["wall_s"], 4) for c in cli],
         "cli_total_s": [c["total_s"] for c in cli],
         "cli_startup_s": [round(v, 4) for v in startup],
