@@ -158,10 +158,8 @@ def main() -> int:
             rows = json.loads(server.cli("ps", "--json").stdout)
             dep = next(r for r in rows if r["model"] == MODEL_NAME and r["status"] == "DEPLOYED")
             endpoint = dep["endpoint"]
-            files = server.api.get("/api/model_files/").json()
-            stored = Path(next(f["storage_location"] for f in files if f.get("storage_location")))
             # The llama.cpp engine alone on the same file, with the argv the platform uses, idle when not measured.
-            engine = BareEngine(stored, Path(tmp))
+            engine = BareEngine(server.stored_path(dep["model_id"]), Path(tmp))
             engine.start()
             alias = engine.argv[engine.argv.index("--model_alias") + 1]
             env = bytecode_env(server.env)
@@ -214,6 +212,7 @@ def build_figures(results: dict[str, list[Any]], endpoint: str) -> tuple[list[di
     alone_tps = [e["tokens_per_second"] for e in alone]
     alone_ttft = [e["ttft_s"] * 1000 for e in alone]
     cli_tps = [c["tokens_per_second"] for c in cli]
+    alone_ratio = median([a / b for a, b in zip(cli_tps, alone_tps, strict=True)])
     client_tps = [b["tokens_per_second"] for b in client]
     cli_ttft = [c["time_to_first_token_s"] * 1000 for c in cli]
     client_ttft = [b["ttft_s"] * 1000 for b in client]
@@ -266,12 +265,12 @@ def build_figures(results: dict[str, list[Any]], endpoint: str) -> tuple[list[di
             median(alone_tps),
             "tokens/s",
             f">= {TPS_RATIO_TARGET:.0%} of the engine alone",
-            median([a / b for a, b in zip(cli_tps, alone_tps, strict=True)]) >= TPS_RATIO_TARGET,
+            alone_ratio >= TPS_RATIO_TARGET,
             "the same runs; baseline: the openai client streaming the same request straight from a second engine "
             "process (the argv the platform builds, the same model file), idle when not measured. Ratio = median of "
             "the per-run ratios",
             digits=2,
-            ratio=median([a / b for a, b in zip(cli_tps, alone_tps, strict=True)]),
+            ratio=alone_ratio,
         ),
         context_figure(
             figure(

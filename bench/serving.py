@@ -161,6 +161,11 @@ class LocalServer:
         poll(ready, LOAD_TIMEOUT, what=f"deployment {dep_id} DEPLOYED")
         return dep_id, time.perf_counter() - start, last
 
+    def stored_path(self, model_id: str) -> Path:
+        """The store's copy of a downloaded model's (first) file: what its deployments run."""
+        files = self.api.get("/api/model_files/").json()
+        return Path(next(f for f in files if f["model_id"] == model_id)["storage_location"])
+
     def undeploy(self, dep_id: str) -> None:
         self.api.delete(f"/api/serving/deployment/{dep_id}").raise_for_status()
 
@@ -546,9 +551,8 @@ def main() -> int:
             server.cli("pull", str(path))
             models = server.api.get("/api/models/").json()
             model = next(m for m in models if m["name"] == MODEL_NAME)
-            files = server.api.get("/api/model_files/").json()
-            stored = Path(next(f for f in files if f["model_id"] == model["id"])["storage_location"])
             # The bare engine runs the very file the deployments run (the store's copy).
+            stored = server.stored_path(model["id"])
             engine = BareEngine(stored, logs)
             log("warm-up: one bare engine start and one CLI call (page cache, .pyc, SDK import)")
             try:

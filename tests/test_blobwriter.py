@@ -88,9 +88,12 @@ def test_a_cancel_from_the_progress_callback_stops_the_copy(tmp_path: Path, mode
     class Cancelled(Exception):
         pass
 
-    def cancel_at_one_buffer(n: int, done: list[int] = [0]) -> None:  # noqa: B006 - a counter per test
-        done[0] += n
-        if done[0] >= BUFFER_BYTES:
+    done = 0
+
+    def cancel_at_one_buffer(n: int) -> None:
+        nonlocal done
+        done += n
+        if done >= BUFFER_BYTES:
             raise Cancelled()
 
     path = tmp_path / "m.gguf.incomplete"
