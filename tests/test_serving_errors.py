@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import LocalServer
 from ggufgen import write_tiny_gguf
+from reliability.support import engine_pids
 
 
 def _active(server: LocalServer) -> list[dict]:
@@ -19,16 +20,7 @@ def _active(server: LocalServer) -> list[dict]:
 
 
 def _engine_pids(server: LocalServer) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmd = (proc / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"llama_cpp.server" in cmd and str(server.home).encode() in cmd:
-                pids.append(int(proc.name))
-    return pids
+    return engine_pids(server.home)
 
 
 @pytest.fixture(scope="module")

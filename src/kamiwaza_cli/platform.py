@@ -131,6 +131,12 @@ class Platform:
     def whoami(self) -> Any:
         return self.call(self.client.auth.get_current_user)
 
+    def deployments(self, model_id: str | None = None) -> list[dict[str, Any]]:
+        """Every deployment (starting and failed ones too), as the platform's JSON: the SDK's model
+        would drop what a server adds beyond its schema (the local server's slots and context)."""
+        params = {"model_id": str(model_id)} if model_id else None
+        return list(self.call(self.client.get, "/serving/deployments", params=params))
+
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """A raw platform call through the SDK's client, for routes the SDK has no method for."""
         return self.call(self.client._request, method, path, **kwargs)

@@ -82,17 +82,19 @@ def alive(pid: int) -> bool:
 
 
 def engine_pids(home: Path) -> list[int]:
-    """Live llama.cpp engine processes serving a model from this KAMIWAZA_HOME."""
+    """Live llama.cpp engine processes (llama-server) serving a model from this KAMIWAZA_HOME."""
+    import psutil
+
     pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmd = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"llama_cpp.server" in cmd and str(home).encode() in cmd and alive(int(proc.name)):
-            pids.append(int(proc.name))
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        cmd = proc.info["cmdline"] or []
+        if (
+            cmd
+            and Path(cmd[0]).name.startswith("llama-server")
+            and any(str(home) in arg for arg in cmd)
+            and proc.info["status"] != psutil.STATUS_ZOMBIE
+        ):
+            pids.append(proc.info["pid"])
     return sorted(pids)
 
 

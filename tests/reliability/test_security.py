@@ -367,3 +367,29 @@ def test_engines_do_not_inherit_the_servers_secrets(deployed: Deployed) -> None:
     engine_env = Path(f"/proc/{deployed.pid}/environ").read_bytes().split(b"\0")
     held = [v.split(b"=", 1)[0].decode() for v in engine_env for s in (KEY, PASSWORD, HF_TOKEN) if s.encode() in v]
     assert held == [], f"the engine's environment holds {held}"
+
+
+def test_engines_answer_only_their_own_key_and_the_deployment_port_applies_the_servers(
+    keyed: LocalServer, deployed: Deployed
+) -> None:
+    """The engine's private port refuses everyone but the server (its key lives in its environment,
+    never in argv); the gateway and the deployment's lb_port refuse callers without the server's key."""
+    import psutil
+
+    engine = psutil.Process(deployed.pid)
+    argv = engine.cmdline()
+    engine_port = int(argv[argv.index("--port") + 1])
+    assert engine_port != deployed.port
+    env = dict(v.split(b"=", 1) for v in Path(f"/proc/{deployed.pid}/environ").read_bytes().split(b"\0") if b"=" in v)
+    engine_key = env[b"LLAMA_API_KEY"].decode()
+    assert len(engine_key) >= 32 and engine_key not in " ".join(argv) and engine_key != KEY
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+    with httpx.Client(timeout=60) as http:
+        for url in (f"{deployed.endpoint}/chat/completions", f"http://127.0.0.1:{deployed.port}/v1/chat/completions"):
+            for headers in ({}, _auth("wrong"), _auth(engine_key)):
+                assert http.post(url, json=body, headers=headers).status_code == 401, (url, headers)
+            assert http.post(url, json=body, headers=_auth(KEY)).status_code == 200, url
+        direct = f"http://127.0.0.1:{engine_port}/v1/chat/completions"
+        for headers in ({}, _auth(KEY)):
+            assert http.post(direct, json=body, headers=headers).status_code == 401, headers

@@ -24,7 +24,7 @@ def answer(session: ChatSession, prompt: str, *, as_json: bool, out: Any = None)
         out.write(piece)
         out.flush()
 
-    reply = session.reply(prompt, (lambda _piece: None) if as_json else write, count_prompt=session.verbose or as_json)
+    reply = session.reply(prompt, (lambda _piece: None) if as_json else write)
     if not as_json:
         if not reply.text.endswith("\n"):
             out.write("\n")

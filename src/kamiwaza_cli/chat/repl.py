@@ -120,7 +120,7 @@ class Repl:
     def turn(self, message: str) -> None:
         while True:
             try:
-                reply = self.session.reply(message, self._write_token, count_prompt=self.session.verbose)
+                reply = self.session.reply(message, self._write_token)
             except EndpointDown as exc:
                 self._end_line()
                 if not self._offer_redeploy(str(exc)):

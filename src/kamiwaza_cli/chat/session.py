@@ -109,8 +109,12 @@ class ChatSession:
     def clear(self) -> None:
         self.messages.clear()
 
-    def reply(self, user_text: str, on_token: Callable[[str], None], *, count_prompt: bool = False) -> Reply:
-        """Stream one reply to ``user_text``; the exchange joins the history (even if interrupted)."""
+    def reply(self, user_text: str, on_token: Callable[[str], None]) -> Reply:
+        """Stream one reply to ``user_text``; the exchange joins the history (even if interrupted).
+
+        Token counts come from the stream's last event (``include_usage``), which llama-server
+        and vLLM send: no second request is made to count the prompt.
+        """
         import openai
 
         messages = self.request_messages(user_text)
@@ -157,22 +161,11 @@ class ChatSession:
         if usage is not None:
             tokens = usage.completion_tokens or tokens
         prompt_tokens = usage.prompt_tokens if usage is not None else None
-        if prompt_tokens is None and count_prompt and not interrupted:
-            prompt_tokens = self._count_prompt_tokens(messages)
         self.messages.append({"role": "user", "content": user_text})
         self.messages.append({"role": "assistant", "content": text + (INTERRUPTED_MARK if interrupted else "")})
         reply = Reply(text, ttft, tokens, prompt_tokens, total, interrupted)
         self.stats.add(reply)
         return reply
-
-    def _count_prompt_tokens(self, messages: list[dict[str, str]]) -> int | None:
-        # llama.cpp reports no usage while streaming. Ask the engine itself once the reply is
-        # shown: its prompt cache already holds this prompt, so the one-token request is cheap.
-        try:
-            done = self.client.chat.completions.create(model=self.model, messages=messages, max_tokens=1, temperature=0)
-        except Exception:  # noqa: BLE001 - a statistic is not worth failing a chat turn for
-            return None
-        return done.usage.prompt_tokens if done.usage else None
 
     # Transcripts
     def save(self, path: Path) -> Path:

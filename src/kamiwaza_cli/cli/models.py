@@ -256,6 +256,10 @@ def show(ctx: click.Context, model: str, as_json: bool) -> None:
     print("Configs")
     for c in details["configs"]:
         print(f"  {c['name'] or c['id']}{' (default)' if c['default'] else ''}  {c['config'] or ''}")
+    for d in details["deployments"]:
+        slots = f"{d['slots']} requests at once" if d["slots"] else "requests at once: ?"
+        context = f", {d['context_per_slot']} tokens of context each" if d["context_per_slot"] else ""
+        print(f"Serving   {d['id'][:8]} {d['status']}: {slots}{context}")
 
 
 def _params(n: int | None) -> str:

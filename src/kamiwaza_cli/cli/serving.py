@@ -31,7 +31,13 @@ STATUS_LABELS = {
 
 
 def run_serve(
-    platform: workflows.Platform, model: str, *, pull_if_needed: bool = True, port: int | None = None
+    platform: workflows.Platform,
+    model: str,
+    *,
+    pull_if_needed: bool = True,
+    port: int | None = None,
+    parallel: int | None = None,
+    force_cpu: bool = False,
 ) -> workflows.Deployed:
     """Render ``workflows.serve`` (shared with ``run``): pull bars, a status spinner, the endpoint."""
     view = PullView()
@@ -39,7 +45,10 @@ def run_serve(
     announced = False
     deployed = None
     try:
-        for event in workflows.serve(platform, model, pull_if_needed=pull_if_needed, port=port):
+        events = workflows.serve(
+            platform, model, pull_if_needed=pull_if_needed, port=port, parallel=parallel, force_cpu=force_cpu
+        )
+        for event in events:
             if isinstance(event, workflows.PullStarted):
                 view.start(event)
             elif isinstance(event, workflows.FileProgress):
@@ -88,12 +97,22 @@ def _deployment_row(d: dict[str, Any], endpoint: str | None) -> dict[str, Any]:
         "engine": d.get("engine_name"),
         "endpoint": endpoint,
         "port": d.get("lb_port") or None,
+        "slots": d.get("max_concurrent_requests"),
+        "context_per_slot": d.get("context_per_slot"),
+        "threads": d.get("engine_threads"),
         "uptime_seconds": uptime,
         "requested_at": d.get("requested_at"),
         "deployed_at": d.get("deployed_at"),
         "last_error_code": d.get("last_error_code"),
         "last_error_message": d.get("last_error_message"),
     }
+
+
+def slots_label(slots: int | None, context: int | None) -> str:
+    """"4×4096": requests served at once, and the context each of them gets."""
+    if not slots:
+        return "-"
+    return f"{slots}×{context}" if context else str(slots)
 
 
 def _uptime(seconds: int | None) -> str:
@@ -108,18 +127,36 @@ def _uptime(seconds: int | None) -> str:
 
 @click.command()
 @click.argument("model", shell_complete=completion.complete_models)
-@click.option("--port", type=click.IntRange(1, 65535), help="Serve on this engine port (default: a free one).")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), help="Also answer the OpenAI API on this port (default: a free one)."
+)
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 64),
+    help="Requests served at once, each with the full context (default: 4 on the local server).",
+)
+@click.option("--cpu", "force_cpu", is_flag=True, help="Run on the CPU even where a GPU is available.")
 @click.option("--no-pull", is_flag=True, help="Fail instead of pulling a model that is not downloaded.")
 @json_option
 @click.pass_context
-def serve(ctx: click.Context, model: str, port: int | None, no_pull: bool, as_json: bool) -> None:
+def serve(
+    ctx: click.Context,
+    model: str,
+    port: int | None,
+    parallel: int | None,
+    force_cpu: bool,
+    no_pull: bool,
+    as_json: bool,
+) -> None:
     """Deploy MODEL as an OpenAI-compatible API and print its endpoint.
 
     Pulls the model first if needed, and reuses a running deployment of it.
     """
     platform = _connect(ctx)
     try:
-        deployed = run_serve(platform, model, pull_if_needed=not no_pull, port=port)
+        deployed = run_serve(
+            platform, model, pull_if_needed=not no_pull, port=port, parallel=parallel, force_cpu=force_cpu
+        )
     except KeyboardInterrupt:
         output.info("\nStill deploying in the platform; see it with: kamiwaza ps")
         ctx.exit(EXIT_INTERRUPTED)
@@ -148,13 +185,14 @@ def ps(ctx: click.Context, show_all: bool, as_json: bool) -> None:
         output.info("Nothing is running. Start a model with: kamiwaza serve MODEL")
         return
     output.table(
-        ["MODEL", "ID", "STATUS", "ENGINE", "ENDPOINT", "UPTIME"],
+        ["MODEL", "ID", "STATUS", "ENGINE", "SLOTS×CTX", "ENDPOINT", "UPTIME"],
         [
             [
                 r["model"] or "-",
                 r["id"][:8],
                 STATUS_LABELS.get(r["status"], r["status"]),
                 r["engine"] or "-",
+                slots_label(r["slots"], r["context_per_slot"]),
                 r["endpoint"] or (r["last_error_code"] or "-"),
                 _uptime(r["uptime_seconds"]),
             ]

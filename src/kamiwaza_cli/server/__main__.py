@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from .app import create_app
 
-    app = create_app(home, api_key=api_key)
+    tls = {"certfile": args.tls_cert, "keyfile": args.tls_key}
+    app = create_app(home, api_key=api_key, host=args.host, tls=tls)
     config = uvicorn.Config(
         app,
         host=args.host,

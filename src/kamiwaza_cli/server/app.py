@@ -1,12 +1,13 @@
 """The local server's FastAPI application: state, middleware and routes put together.
 
-``create_app`` builds the shared ``ServerContext``, whose store, downloads, supervisor and
-gateway the lifespan starts and stops; the Guard middleware (body limits, authentication)
+``create_app`` builds the shared ``ServerContext``, whose store, downloads, supervisor,
+deployment ports and gateway the lifespan starts and stops; the Guard middleware (body limits, authentication)
 in front of everything; and the route modules of ``routes/``, registered in a fixed order.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from .auth import LocalAuth
 from .downloads import DownloadManager
 from .gateway import Gateway
 from .guard import Guard
+from .ports import DeploymentPorts
 from .routes import auth, configs, files, models, ping, runtime, serving
 from .routes.context import ServerContext
 from .store import Store
@@ -35,14 +37,22 @@ _ROUTES: tuple[Callable[[APIRouter, ServerContext], None], ...] = (
 )
 
 
-def create_app(home: Path, api_key: str | None = None) -> FastAPI:
+def create_app(
+    home: Path,
+    api_key: str | None = None,
+    *,
+    host: str = "127.0.0.1",
+    tls: dict[str, str | None] | None = None,
+) -> FastAPI:
+    """The server's app; ``host`` and ``tls`` are the API port's, which deployment ports share."""
     ctx = ServerContext(auth=LocalAuth.from_env(home, api_key))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.store = Store(home)
         ctx.downloads = DownloadManager(ctx.store)
-        ctx.supervisor = Supervisor(ctx.store, home / "logs" / "deployments")
+        ports = DeploymentPorts(app, asyncio.get_running_loop(), host, tls or {})
+        ctx.supervisor = Supervisor(ctx.store, home / "logs" / "deployments", ports)
         ctx.gateway = Gateway()
         ctx.downloads.resume_interrupted()
         ctx.supervisor.start()

@@ -1,13 +1,19 @@
-"""``/runtime/models/{deployment_id}/v1/*``: the streaming proxy from the API port to an engine.
+"""``/runtime/models/{id}/v1/*`` (and each deployment's ``lb_port``): the streaming proxy to an engine.
 
 Bytes are relayed as the engine emits them (server-sent events included), never
 buffered, so the gateway adds as little as possible to time to first token. The
-server's API key, when set, applies here like on every other route (middleware in
-app.py); the engine itself only listens on loopback.
+server's API key, when set, applies here like on every other route (guard.py); the
+engine itself only listens on loopback and only answers its own key, which the gateway
+adds. The engine's CORS and server headers never reach the client: the server, not an
+engine, decides what a browser may do. A client that goes away cancels its request at
+the engine (closing the upstream connection is how llama-server learns of it), also
+while the engine is still working on a reply that is not streamed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import httpx
@@ -15,9 +21,12 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-# Hop-by-hop headers (RFC 9110 §7.6.1) and what the proxy recomputes itself.
-_DROP_REQUEST = {"host", "connection", "keep-alive", "transfer-encoding", "upgrade", "authorization", "content-length"}
-_DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "upgrade", "content-length"}
+# Hop-by-hop headers (RFC 9110 §7.6.1) and what the proxy recomputes or sets itself.
+_DROP_REQUEST = {
+    "host", "connection", "keep-alive", "transfer-encoding", "upgrade", "authorization", "content-length", "x-api-key",
+    "origin", "cookie",
+}  # fmt: skip
+_DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "upgrade", "content-length", "server"}
 
 
 class Gateway:
@@ -31,17 +40,41 @@ class Gateway:
     async def close(self) -> None:
         await self._client.aclose()
 
-    async def forward(self, request: Request, port: int, path: str) -> Response:
+    async def forward(self, request: Request, port: int, api_key: str, path: str) -> Response:
         url = f"http://127.0.0.1:{port}/v1/{path}"
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST]
+        headers.append(("authorization", f"Bearer {api_key}"))
         upstream = self._client.build_request(
             request.method, url, params=request.query_params, headers=headers, content=await request.body()
         )
+        sending = asyncio.ensure_future(self._client.send(upstream, stream=True))
+        gone = asyncio.ensure_future(_disconnected(request))
+        await asyncio.wait((sending, gone), return_when=asyncio.FIRST_COMPLETED)
+        if not sending.done():
+            # The client left before the engine answered (a long non-streamed reply): cancelling
+            # the send closes the upstream connection, which frees the engine's slot.
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
+                await sending
+            return Response(status_code=499)
+        gone.cancel()
         try:
-            resp = await self._client.send(upstream, stream=True)
+            resp = sending.result()
         except httpx.TransportError as exc:
             return JSONResponse({"detail": f"the engine is not answering: {type(exc).__name__}"}, status_code=502)
-        out_headers: dict[str, Any] = {k: v for k, v in resp.headers.items() if k.lower() not in _DROP_RESPONSE}
+        out_headers: dict[str, Any] = {
+            k: v
+            for k, v in resp.headers.items()
+            if k.lower() not in _DROP_RESPONSE and not k.lower().startswith("access-control-")
+        }
         return StreamingResponse(
             resp.aiter_raw(), status_code=resp.status_code, headers=out_headers, background=BackgroundTask(resp.aclose)
         )
+
+
+async def _disconnected(request: Request) -> None:
+    # The body was read already, so the next message can only be the disconnect.
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

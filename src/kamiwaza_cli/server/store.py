@@ -19,6 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+# The first catalog, as release 0.1.0 wrote it (without a version number). Never edit a
+# migration that has shipped: add one to MIGRATIONS.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
     id TEXT PRIMARY KEY,
@@ -86,8 +88,23 @@ CREATE TABLE IF NOT EXISTS deployments (
 );
 """
 
+# Named schema migrations, applied in order; ``PRAGMA user_version`` counts those applied.
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    ("0001_initial", SCHEMA),
+    (
+        "0002_llama_server",
+        """
+        ALTER TABLE deployments ADD COLUMN engine_port INTEGER;
+        ALTER TABLE deployments ADD COLUMN max_concurrent_requests INTEGER;
+        ALTER TABLE deployments ADD COLUMN force_cpu INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE deployments ADD COLUMN context_per_slot INTEGER;
+        ALTER TABLE deployments ADD COLUMN engine_threads INTEGER;
+        """,
+    ),
+)
+
 _JSON_COLUMNS = ("config", "system_config")
-_BOOL_COLUMNS = ("download", "is_downloading", "default")
+_BOOL_COLUMNS = ("download", "is_downloading", "default", "force_cpu")
 
 
 class UnsafeName(ValueError):
@@ -123,7 +140,7 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        migrate(self._db)
 
     def close(self) -> None:
         with self._lock:
@@ -285,6 +302,19 @@ class Store:
     def delete_config(self, config_id: str) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM model_configs WHERE id = ?", (config_id,))
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Bring a catalog of any earlier release up to date (a newer one is refused, not guessed at)."""
+    applied = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if applied > len(MIGRATIONS):
+        raise RuntimeError(
+            f"the catalog was written by a newer kamiwaza (schema {applied}, this one knows {len(MIGRATIONS)}); "
+            "upgrade kamiwaza-cli"
+        )
+    for number, (_name, script) in enumerate(MIGRATIONS[applied:], start=applied + 1):
+        # executescript commits first; the version is written in the same script as the change.
+        db.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
 
 
 def _encode(fields: dict[str, Any]) -> dict[str, Any]:

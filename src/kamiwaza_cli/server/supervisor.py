@@ -5,9 +5,14 @@ One long-lived supervisor thread owns every engine process: it spawns them (so
 is ``kill -9``ed), polls the starting ones until their health route answers (failing
 fast when a process exits, and after a stall with no log output), and notices an
 engine that dies later. A deployment moves REQUESTED -> DEPLOYING -> INITIALIZING ->
-DEPLOYED, or to FAILED with ``last_error_code`` and the engine's last log lines.
+DEPLOYED, or to FAILED with ``last_error_code`` and the engine's last log lines; a spawn
+that fails before a process exists is FAILED at once, with the reason.
 Stopping is terminate-then-kill. On start, deployments the catalog still marks as
 active are restored: a surviving orphan process is killed first, then re-spawned.
+
+Each engine listens on a private loopback port with a random key that only this server
+knows (``engine(dep_id)`` gives both to the gateway); the deployment's public ``lb_port``
+is a listener of the server itself (ports.py), opened at spawn and closed at stop.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import ctypes
 import logging
 import os
 import queue
+import secrets
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -29,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from . import engines
+from .ports import DeploymentPorts
 from .store import Store, new_id, now
 
 log = logging.getLogger("kamiwaza.server.supervisor")
@@ -38,15 +46,23 @@ STALL_TIMEOUT = 120.0  # no health and no new log output for this long: STARTUP_
 STOP_GRACE = 5.0
 TAIL_LINES = 12
 
-try:
-    _libc: Any = ctypes.CDLL(None, use_errno=True)
-except OSError:  # not Linux: no parent-death signal, orphans are cleaned on restart instead
-    _libc = None
+def _parent_death_hook() -> Any:
+    """A preexec function that makes the child die with the server, where the OS offers one.
 
+    Only Linux has ``prctl(PR_SET_PDEATHSIG)``; elsewhere (macOS) engines are found and ended
+    by the orphan check when the server restarts.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
 
-def _die_with_parent() -> None:
-    if _libc is not None:
-        _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    def die_with_parent() -> None:
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    return die_with_parent
 
 
 # Credentials of the server (and of the hub) that an engine process never needs.
@@ -88,6 +104,12 @@ def tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
     return [ln for ln in text.splitlines() if ln.strip()][-lines:]
 
 
+@dataclass(frozen=True)
+class EngineAddress:
+    port: int
+    api_key: str
+
+
 @dataclass
 class Starting:
     proc: subprocess.Popen[bytes]
@@ -100,14 +122,18 @@ class Starting:
 
 
 class Supervisor:
-    def __init__(self, store: Store, logs_dir: Path, stall_timeout: float = STALL_TIMEOUT) -> None:
+    def __init__(
+        self, store: Store, logs_dir: Path, ports: DeploymentPorts, stall_timeout: float = STALL_TIMEOUT
+    ) -> None:
         self.store = store
         self.logs_dir = logs_dir
         self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.ports = ports
         self.stall_timeout = stall_timeout
         self._requests: queue.Queue[str] = queue.Queue()
         self._starting: dict[str, Starting] = {}
         self._running: dict[str, subprocess.Popen[bytes]] = {}
+        self._engines: dict[str, EngineAddress] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
@@ -125,6 +151,8 @@ class Supervisor:
         file_row: dict[str, Any],
         engine_name: str,
         requested_port: int | None,
+        max_concurrent_requests: int | None = None,
+        force_cpu: bool = False,
     ) -> str:
         dep_id = self.store.insert_deployment(
             m_id=model["id"],
@@ -134,6 +162,8 @@ class Supervisor:
             engine_name=engine_name,
             status="REQUESTED",
             requested_port=requested_port or None,
+            max_concurrent_requests=max_concurrent_requests,
+            force_cpu=force_cpu,
         )
         self.store.update_deployment(dep_id, log_path=str(self.log_path(dep_id)))
         self._requests.put(dep_id)
@@ -141,6 +171,11 @@ class Supervisor:
 
     def log_path(self, dep_id: str) -> Path:
         return self.logs_dir / f"{dep_id}.log"
+
+    def engine(self, dep_id: str) -> EngineAddress | None:
+        """The private address and key of a deployment's running engine (None while it is not up)."""
+        with self._lock:
+            return self._engines.get(dep_id) if dep_id in self._running else None
 
     def is_capturing(self, dep_id: str) -> bool:
         with self._lock:
@@ -152,6 +187,8 @@ class Supervisor:
         with self._lock:
             starting = self._starting.pop(dep_id, None)
             proc = self._running.pop(dep_id, None) or (starting.proc if starting else None)
+            self._engines.pop(dep_id, None)
+        self.ports.close(dep_id)
         if proc is not None:
             _terminate(proc)
         self.store.update_deployment(dep_id, status="STOPPED", stopped_at=now(), instance_status="STOPPED", pid=None)
@@ -164,6 +201,8 @@ class Supervisor:
             procs = [s.proc for s in self._starting.values()] + list(self._running.values())
             self._starting.clear()
             self._running.clear()
+            self._engines.clear()
+        self.ports.close_all()
         for proc in procs:
             with contextlib.suppress(OSError):
                 proc.terminate()
@@ -188,20 +227,36 @@ class Supervisor:
         if dep is None or dep["status"] != "REQUESTED":
             return  # stopped before it was picked up
         self.store.update_deployment(dep_id, status="DEPLOYING")
+        try:
+            self._launch(dep)
+        except engines.EngineUnavailable as exc:
+            self._fail(dep_id, "RUNTIME_ERROR", str(exc))
+        except MissingModelFile as exc:
+            self._fail(dep_id, "MUST_REDOWNLOAD", str(exc))
+        except Exception as exc:  # noqa: BLE001 - whatever stops a spawn, the deployment must say so at once
+            log.exception("deployment %s could not start", dep_id)
+            self._fail(dep_id, "RUNTIME_ERROR", f"could not start the engine: {exc}")
+
+    def _launch(self, dep: dict[str, Any]) -> None:
+        dep_id = dep["id"]
+        file_row = self.store.get_file(dep["m_file_id"]) or {}
+        config_row = self.store.get_config(dep["m_config_id"]) or {}
+        model_file = Path(file_row.get("storage_location") or "")
+        if not file_row or not model_file.is_file():
+            raise MissingModelFile(f"the model file is missing on disk: {model_file}; pull the model again")
+        engine = engines.pick([model_file], dep["engine_name"])
+        engine.check_installed()
+        request = engines.Deployment(
+            port=free_port(),
+            api_key=secrets.token_urlsafe(32),
+            slots=dep["max_concurrent_requests"],
+            force_cpu=bool(dep["force_cpu"]),
+            projector=self._projector(dep["m_id"]),
+        )
+        spec = engine.launch(model_file, dict(config_row.get("config") or {}), request)
+        lb_port = self.ports.open(dep_id, dep["requested_port"] or 0)
         log_path = self.log_path(dep_id)
         try:
-            file_row = self.store.get_file(dep["m_file_id"]) or {}
-            config_row = self.store.get_config(dep["m_config_id"]) or {}
-            model_file = Path(file_row.get("storage_location") or "")
-            if not file_row or not model_file.is_file():
-                self._fail(
-                    dep_id, "MUST_REDOWNLOAD", f"the model file is missing on disk: {model_file}; pull the model again"
-                )
-                return
-            engine = engines.pick([model_file], dep["engine_name"])
-            engine.check_installed()
-            port = dep["requested_port"] or free_port()
-            spec = engine.launch(model_file, port, dict(config_row.get("config") or {}))
             with log_path.open("ab") as out:
                 out.write(f"--- {now()} starting {' '.join(spec.argv)}\n".encode())
                 out.flush()
@@ -212,36 +267,46 @@ class Supervisor:
                     stderr=subprocess.STDOUT,
                     env=engine_environment(spec.env),
                     close_fds=True,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=_parent_death_hook(),
+                    start_new_session=not sys.platform.startswith("linux"),
                 )
-        except engines.EngineUnavailable as exc:
-            self._fail(dep_id, "RUNTIME_ERROR", str(exc))
-            return
-        except OSError as exc:
-            self._fail(dep_id, "RUNTIME_ERROR", f"could not start the engine: {exc}")
-            return
-        instance_id = dep["instance_id"] or new_id()
+        except BaseException:
+            self.ports.close(dep_id)
+            raise
         self.store.update_deployment(
             dep_id,
             status="INITIALIZING",
-            lb_port=port,
+            lb_port=lb_port,
+            engine_port=request.port,
             pid=proc.pid,
-            instance_id=instance_id,
+            instance_id=dep["instance_id"] or new_id(),
             instance_status="REQUESTED",
             instance_started_at=now(),
+            context_per_slot=spec.facts.get("context_per_slot"),
+            max_concurrent_requests=spec.facts.get("slots"),
+            engine_threads=spec.facts.get("threads"),
             last_error_code=None,
             last_error_message=None,
         )
         with self._lock:
+            self._engines[dep_id] = EngineAddress(request.port, request.api_key)
             self._starting[dep_id] = Starting(
                 proc,
-                port,
-                f"http://127.0.0.1:{port}{spec.health_path}",
+                request.port,
+                f"http://127.0.0.1:{request.port}{spec.health_path}",
                 engine,
                 log_path,
                 log_path.stat().st_size,
                 time.monotonic(),
             )
+
+    def _projector(self, model_id: str) -> Path | None:
+        """A vision model's downloaded projector (mmproj) file, which the engine needs beside the weights."""
+        for f in self.store.list_files(model_id):
+            path = Path(f["storage_location"] or "")
+            if is_projector(f["name"]) and not f["is_downloading"] and path.is_file():
+                return path
+        return None
 
     def _poll_starting(self) -> None:
         with self._lock:
@@ -294,6 +359,9 @@ class Supervisor:
             self._fail(dep_id, "CONTAINER_EXITED", f"the engine {reason}: " + " | ".join(lines[-5:]))
 
     def _fail(self, dep_id: str, code: str, message: str) -> None:
+        with self._lock:
+            self._engines.pop(dep_id, None)
+        self.ports.close(dep_id)
         status = "MUST_REDOWNLOAD" if code == "MUST_REDOWNLOAD" else "FAILED"
         log.warning("deployment %s %s: %s", dep_id, code, message)
         self.store.update_deployment(
@@ -310,7 +378,7 @@ class Supervisor:
             if dep["status"] not in ACTIVE:
                 continue
             if dep["pid"]:
-                _kill_orphan(int(dep["pid"]))
+                _kill_orphan(int(dep["pid"]), dep["engine_port"])
             # Come back on the same port when it is free, so endpoints people saved keep working.
             port = dep["lb_port"] if dep["lb_port"] and port_is_free(dep["lb_port"]) else dep["requested_port"]
             self.store.update_deployment(dep["id"], status="REQUESTED", pid=None, requested_port=port or None)
@@ -346,16 +414,27 @@ def _terminate(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(STOP_GRACE)
 
 
-def _kill_orphan(pid: int) -> None:
+def _kill_orphan(pid: int, engine_port: int | None) -> None:
     """Kill an engine left over from a server that died, if that pid is still one of ours."""
+    import psutil
+
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
+        proc = psutil.Process(pid)
+        cmdline = proc.cmdline()
+    except (psutil.Error, OSError):
         return
-    if b"llama_cpp.server" not in cmdline:
-        return  # the pid was reused by something else
-    with contextlib.suppress(OSError):
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + STOP_GRACE
-    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-        time.sleep(0.05)
+    # The pid may have been reused by something else: ours listen on the port we gave them.
+    if not engine_port or str(engine_port) not in cmdline or "--port" not in cmdline:
+        return
+    with contextlib.suppress(psutil.Error, OSError):
+        proc.kill()
+        proc.wait(STOP_GRACE)
+
+
+class MissingModelFile(Exception):
+    """The deployment's weights are gone from disk."""
+
+
+def is_projector(name: str) -> bool:
+    """A multimodal projector (llama.cpp's ``mmproj`` GGUF), which rides along with a vision model."""
+    return "mmproj" in Path(name).name.lower()

@@ -122,6 +122,16 @@ def describe(platform: Platform, text: str) -> dict[str, Any]:
         if platform.is_local and file_ready(f) and f["name"].lower().endswith(".gguf"):
             gguf_facts.extend(_gguf_facts(f))
     ready_names = [f["name"] for f in full_files if file_ready(f)]
+    deployments = [
+        {
+            "id": str(d.get("id")),
+            "status": d.get("status"),
+            "slots": d.get("max_concurrent_requests"),
+            "context_per_slot": d.get("context_per_slot"),
+        }
+        for d in platform.deployments(full["id"])
+        if d.get("status") not in ("STOPPED", "FAILED")
+    ]
     return {
         "model": {
             "id": full.get("id"),
@@ -138,6 +148,7 @@ def describe(platform: Platform, text: str) -> dict[str, Any]:
             for c in configs
         ],
         "gguf": gguf_facts,
+        "deployments": deployments,
     }
 
 

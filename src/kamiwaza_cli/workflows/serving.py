@@ -37,8 +37,8 @@ class Deployed:
 
 
 def list_deployments(platform: Platform) -> list[dict[str, Any]]:
-    # list_deployments, not list_active_deployments: the latter hides starting and failed ones.
-    return [_dump(d) for d in platform.call(platform.client.serving.list_deployments)]
+    # All of them, not list_active_deployments: that one hides starting and failed ones.
+    return platform.deployments()
 
 
 def endpoint_of(platform: Platform, deployment: dict[str, Any]) -> str | None:
@@ -67,9 +67,17 @@ def find_deployments(platform: Platform, text: str, *, active_only: bool = True)
 
 
 def serve(
-    platform: Platform, text: str, *, pull_if_needed: bool = True, port: int | None = None, timeout: float = 600.0
+    platform: Platform,
+    text: str,
+    *,
+    pull_if_needed: bool = True,
+    port: int | None = None,
+    parallel: int | None = None,
+    force_cpu: bool = False,
+    timeout: float = 600.0,
 ) -> Iterator[Any]:
-    """Pull if needed, reuse a running deployment or deploy, and wait until it answers."""
+    """Pull if needed, reuse a running deployment (one that matches what was asked) or deploy,
+    and wait until it answers."""
     models = list_models(platform)
     try:
         model = find_model(platform, text, models)
@@ -94,6 +102,10 @@ def serve(
             continue
         if port and d.get("lb_port") != port:
             continue
+        if parallel and d.get("max_concurrent_requests") not in (None, parallel):
+            continue
+        if force_cpu and not d.get("force_cpu"):
+            continue
         if d["status"] == "DEPLOYED":
             endpoint = endpoint_of(platform, d)
             if endpoint:
@@ -105,6 +117,10 @@ def serve(
     kwargs: dict[str, Any] = {"model_id": model["id"], "wait": False}
     if port:
         kwargs["lb_port"] = port
+    if parallel:
+        kwargs["max_concurrent_requests"] = parallel
+    if force_cpu:
+        kwargs["force_cpu"] = True
     try:
         dep_id = platform.call(platform.client.serving.deploy_model, **kwargs)
     except ValueError as exc:  # the SDK's own checks (no config, bad ids)

@@ -1,14 +1,15 @@
 """Inference engines behind one small interface, and the choice of engine for a model.
 
-An ``Engine`` turns (model file, port, config) into the argv of one server process
-that speaks the OpenAI API on 127.0.0.1:port, says how to tell it is healthy, and
-how to read a failure from its log. llama.cpp is the first; vLLM or MLX can follow
+An ``Engine`` turns (model file, config, deployment) into the argv of one server process
+that speaks the OpenAI API on 127.0.0.1:port behind a key, says how to tell it is healthy,
+and how to read a failure from its log. llama.cpp is the first; vLLM or MLX can follow
 by adding a module and a line to ``ENGINES``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,10 +19,22 @@ class EngineUnavailable(Exception):
 
 
 @dataclass(frozen=True)
+class Deployment:
+    """What a deployment asks of its engine, beyond the model file and the model's config."""
+
+    port: int  # the engine's private loopback port
+    api_key: str  # the engine's own key, known only to the server
+    slots: int | None = None  # the platform's max_concurrent_requests
+    force_cpu: bool = False
+    projector: Path | None = None  # a vision model's mmproj file
+
+
+@dataclass(frozen=True)
 class LaunchSpec:
     argv: list[str]
     health_path: str  # GET on 127.0.0.1:port answering 200 means ready
     env: dict[str, str]
+    facts: dict[str, Any] = field(default_factory=dict)  # what the engine was given: slots, context, threads
 
 
 class Engine(Protocol):
@@ -31,7 +44,7 @@ class Engine(Protocol):
 
     def check_installed(self) -> None: ...
 
-    def launch(self, model_file: Path, port: int, config: dict[str, Any]) -> LaunchSpec: ...
+    def launch(self, model_file: Path, config: Mapping[str, Any], deployment: Deployment) -> LaunchSpec: ...
 
     def classify_failure(self, log_tail: list[str]) -> str: ...
 

@@ -1,39 +1,138 @@
-"""The llama.cpp engine: ``python -m llama_cpp.server`` from llama-cpp-python.
+"""The llama.cpp engine: llama.cpp's own ``llama-server``, the engine ollama, LM Studio and
+RamaLama run, with parallel slots and continuous batching.
 
-GGUF files without a chat template (base models such as the small gemma on PyPI)
-make llama-cpp-python fall back to the llama-2 format, which gives empty replies;
-the chat format is then chosen from the GGUF's architecture instead.
+``launch`` turns a model file and a deployment's settings into one ``llama-server`` argv:
+- threads: the machine's physical cores (``n_threads`` in the model config overrides);
+- slots: ``max_concurrent_requests`` of the deployment (default 4), each with the whole
+  per-slot context (``n_ctx``, default 4096, never above the model's trained length), so
+  four users get four streams at once instead of a queue;
+- chat template: the GGUF's own Jinja template; for a GGUF without one, llama.cpp's built-in
+  template for its architecture (a base model framed as llama-2 gives empty replies);
+  ``chat_template`` in the config overrides either way (a built-in name or Jinja source);
+- a projector file (``mmproj``) for vision models; ``--embeddings`` for embedding models;
+- GPU: every layer that fits (llama.cpp's ``auto`` fit) when the binary has a GPU device,
+  none when the deployment forces the CPU.
+The engine's API key travels in its environment (``LLAMA_API_KEY``), never in argv, where
+``ps`` would show it to every user of the machine.
+
+The binary: ``$KAMIWAZA_LLAMA_SERVER``, else the one ``make install`` built beside the
+interpreter (build.py), else ``llama-server`` on PATH.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import functools
 import os
+import shutil
+import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ...gguf import GGUFError, read_gguf
-from . import EngineUnavailable, LaunchSpec
+from ...gguf import GGUFError, GGUFInfo, read_gguf
+from . import Deployment, EngineUnavailable, LaunchSpec
+from .build import BINARY
 
 DEFAULT_CONTEXT = 4096
+DEFAULT_SLOTS = 4
+MAX_SLOTS = 64
 
-# Architecture prefix (general.architecture) -> llama-cpp-python chat_format, for GGUFs without a template.
-CHAT_FORMATS = (
+# general.architecture prefix -> llama.cpp built-in chat template, for GGUFs that carry none.
+BUILTIN_TEMPLATES = (
     ("gemma", "gemma"),
     ("qwen", "chatml"),
-    ("llama", "llama-3"),
-    ("mistral", "mistral-instruct"),
-    ("phi", "chatml"),
+    ("llama4", "llama4"),
+    ("llama", "llama3"),
+    ("mistral", "mistral-v7"),
+    ("phi3", "phi3"),
+    ("phi", "phi4"),
+    ("deepseek", "deepseek3"),
+    ("granite", "granite"),
+    ("exaone", "exaone3"),
 )
+# Architectures that only embed; others embed when their GGUF declares a pooling type.
+EMBEDDING_ARCHITECTURES = ("bert", "nomic-bert", "jina-bert-v2", "jina-bert-v3", "neo-bert", "modern-bert", "t5encoder")
 
 
-def chat_format_for(architecture: str | None) -> str:
+def builtin_template_for(architecture: str | None) -> str:
     arch = (architecture or "").lower()
-    for prefix, fmt in CHAT_FORMATS:
+    for prefix, name in BUILTIN_TEMPLATES:
         if arch.startswith(prefix):
-            return fmt
+            return name
     return "chatml"
+
+
+def is_embedding_model(info: GGUFInfo | None) -> bool:
+    if info is None or not info.architecture:
+        return False
+    return info.architecture in EMBEDDING_ARCHITECTURES or f"{info.architecture}.pooling_type" in info.metadata
+
+
+def physical_cores() -> int:
+    """Cores, not hyper-threads: llama.cpp's matrix code gains nothing from a core's second thread."""
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False)
+    except ImportError:  # pragma: no cover - psutil is a dependency
+        physical = None
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(physical or usable, usable))
+
+
+def find_binary(env: Mapping[str, str] | None = None) -> Path | None:
+    env = os.environ if env is None else env
+    if env.get("KAMIWAZA_LLAMA_SERVER"):
+        return Path(env["KAMIWAZA_LLAMA_SERVER"]).expanduser()
+    beside = Path(sys.executable).parent / BINARY
+    if beside.is_file():
+        return beside
+    found = shutil.which("llama-server")
+    return Path(found) if found else None
+
+
+@functools.lru_cache(maxsize=8)
+def gpu_devices(binary: str, mtime_ns: int) -> tuple[str, ...]:
+    """The GPU devices this llama-server build can use (``--list-devices``), cached per binary."""
+    try:
+        out = subprocess.run([binary, "--list-devices"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    return parse_devices(out.stdout + out.stderr)
+
+
+def parse_devices(text: str) -> tuple[str, ...]:
+    # "Available devices:\n  Metal: Apple M2 (...)\n  CUDA0: NVIDIA L4 (...)"; a CPU build lists none.
+    lines = text.splitlines()
+    try:
+        start = next(i for i, ln in enumerate(lines) if ln.strip().lower().startswith("available devices"))
+    except StopIteration:
+        return ()
+    devices = []
+    for ln in lines[start + 1 :]:
+        name = ln.strip()
+        if not name or ":" not in name:
+            break
+        if not name.lower().startswith("cpu"):
+            devices.append(name)
+    return tuple(devices)
+
+
+def _int(config: Mapping[str, Any], *keys: str) -> int | None:
+    for key in keys:
+        value = config.get(key)
+        if value not in (None, "", 0):
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                raise EngineUnavailable(f"model config field {key!r} must be a whole number, not {value!r}") from None
+    return None
+
+
+def plan_context(config: Mapping[str, Any], trained: int | None) -> int:
+    wanted = _int(config, "n_ctx", "max_model_len") or DEFAULT_CONTEXT
+    return min(wanted, trained) if trained else wanted
 
 
 class LlamaCpp:
@@ -43,55 +142,103 @@ class LlamaCpp:
         return any(f.suffix.lower() == ".gguf" for f in files)
 
     def check_installed(self) -> None:
-        if importlib.util.find_spec("llama_cpp") is None:
+        binary = find_binary()
+        if binary is None or not binary.is_file():
+            where = f"KAMIWAZA_LLAMA_SERVER={binary}" if binary else "beside the interpreter or on PATH"
             raise EngineUnavailable(
-                "llama-cpp-python is not installed in the server's environment; install it with: "
-                "make install (or pip install 'llama-cpp-python[server]')"
+                f"llama.cpp's llama-server was not found ({where}); build it with: make install "
+                "(or python -m kamiwaza_cli.server.engines.build)"
             )
+        if not os.access(binary, os.X_OK):
+            raise EngineUnavailable(f"llama-server at {binary} is not executable; rebuild it with: make install")
 
-    def launch(self, model_file: Path, port: int, config: dict[str, Any]) -> LaunchSpec:
+    def launch(self, model_file: Path, config: Mapping[str, Any], deployment: Deployment) -> LaunchSpec:
+        binary = find_binary()
+        if binary is None:
+            self.check_installed()
+        assert binary is not None
+        try:
+            info: GGUFInfo | None = read_gguf(model_file)
+        except (GGUFError, OSError):
+            info = None  # let llama.cpp say what is wrong with the file
+        slots = deployment.slots or _int(config, "max_concurrent_requests", "n_parallel") or DEFAULT_SLOTS
+        if not 1 <= slots <= MAX_SLOTS:
+            raise EngineUnavailable(f"max_concurrent_requests must be between 1 and {MAX_SLOTS}, not {slots}")
+        per_slot = plan_context(config, info.context_length if info else None)
+        threads = _int(config, "n_threads") or physical_cores()
+        alias = str(config.get("model_alias") or model_file.stem)
         argv = [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(model_file),
-            "--host",
-            "127.0.0.1",  # engines are reached through the gateway or loopback only
-            "--port",
-            str(port),
-            "--n_ctx",
-            str(int(config.get("n_ctx") or config.get("max_model_len") or DEFAULT_CONTEXT)),
-            # Requests queue instead of cutting off the reply being streamed (llama-cpp-python's default).
-            "--interrupt_requests",
-            "False",
-            "--model_alias",
-            str(config.get("model_alias") or model_file.stem),
-        ]
-        if config.get("n_threads"):
-            argv += ["--n_threads", str(int(config["n_threads"]))]
-        chat_format = config.get("chat_format")
-        if not chat_format:
-            try:
-                info = read_gguf(model_file)
-            except (GGUFError, OSError):
-                info = None  # let llama.cpp report what is wrong with the file
-            if info is not None and not info.has_chat_template:
-                chat_format = chat_format_for(info.architecture)
-        if chat_format:
-            argv += ["--chat_format", str(chat_format)]
-        env = {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "")}
-        return LaunchSpec(argv=argv, health_path="/v1/models", env={k: v for k, v in env.items() if v})
+            str(binary),
+            "--model", str(model_file),
+            "--host", "127.0.0.1",  # engines are reached only through the server's gateway and lb_port
+            "--port", str(deployment.port),
+            "--alias", alias,
+            "--threads", str(threads),
+            "--threads-batch", str(threads),
+            "--parallel", str(slots),
+            # Each slot gets the whole per-slot context (as ollama's num_parallel does), in its own cache.
+            "--ctx-size", str(per_slot * slots),
+            "--no-kv-unified",
+            "--no-webui",
+        ]  # fmt: skip
+        argv += self._template_args(config, info)
+        embeddings = bool(config.get("embeddings")) or is_embedding_model(info)
+        if embeddings:
+            argv.append("--embeddings")
+            if info is None or f"{info.architecture}.pooling_type" not in info.metadata:
+                # A generative model asked to embed has no pooling of its own; OpenAI's route needs one.
+                argv += ["--pooling", str(config.get("pooling") or "mean")]
+        if deployment.projector is not None:
+            argv += ["--mmproj", str(deployment.projector)]
+        argv += self._gpu_args(binary, config, deployment.force_cpu)
+        facts = {"slots": slots, "context_per_slot": per_slot, "threads": threads, "embeddings": embeddings}
+        return LaunchSpec(
+            argv=argv, health_path="/health", env={"LLAMA_API_KEY": deployment.api_key}, facts=facts
+        )
+
+    @staticmethod
+    def _template_args(config: Mapping[str, Any], info: GGUFInfo | None) -> list[str]:
+        override = config.get("chat_template") or config.get("chat_format")
+        if override:
+            text = str(override)
+            # Jinja source gets the Jinja engine; a built-in name gets llama.cpp's own formatter.
+            return ["--jinja", "--chat-template", text] if "{" in text else ["--no-jinja", "--chat-template", text]
+        if info is not None and not info.has_chat_template:
+            return ["--no-jinja", "--chat-template", builtin_template_for(info.architecture)]
+        return ["--jinja"]  # the GGUF's own template: tool calls and system prompts as the model expects
+
+    @staticmethod
+    def _gpu_args(binary: Path, config: Mapping[str, Any], force_cpu: bool) -> list[str]:
+        if force_cpu:
+            return ["--n-gpu-layers", "0"]
+        try:
+            devices = gpu_devices(str(binary), binary.stat().st_mtime_ns)
+        except OSError:
+            devices = ()
+        if not devices:
+            return []
+        # llama.cpp's auto fit offloads every layer that fits in the devices' free memory.
+        return ["--n-gpu-layers", str(config.get("n_gpu_layers") or "auto")]
 
     def classify_failure(self, log_tail: list[str]) -> str:
         text = "\n".join(log_tail).lower()
-        if (
-            "failed to load model" in text
-            or "error loading model" in text
-            or "gguf_init" in text
-            or "valueerror: failed to load" in text
+        if "out of memory" in text or "failed to allocate" in text or "cannot allocate" in text or "bad_alloc" in text:
+            return "OOM"
+        if "cuda error" in text or "cudamalloc" in text:
+            return "CUDA_ERROR"
+        if any(
+            marker in text
+            for marker in (
+                "failed to load model",
+                "error loading model",
+                "unknown model architecture",
+                "gguf_init",
+                "failed to load split",
+                "invalid split",
+                "failed to read",
+            )
         ):
             return "MODEL_LOADING_FAILURE"
-        if "out of memory" in text or "cannot allocate" in text or "std::bad_alloc" in text:
-            return "OOM"
+        if "invalid argument" in text or "error while handling argument" in text or "unknown argument" in text:
+            return "INVALID_CONFIG"
         return "CONTAINER_EXITED"

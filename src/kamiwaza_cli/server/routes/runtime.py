@@ -1,11 +1,14 @@
 """``/runtime/models/{deployment_id}/v1/*``: the route in front of the streaming gateway.
 
-It answers 404 for an unknown deployment and 503 for one that is not serving yet; gateway.py
-relays everything else to the engine's loopback port.
+It answers 404 for an unknown deployment or a path outside the OpenAI API, 400 for a path
+that hides a step out of ``/v1/`` (dot segments, encoded slashes or dots), and 503 for a
+deployment that is not serving yet; gateway.py relays everything else to the engine's
+private loopback port, with the engine's own key.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from uuid import UUID
 
@@ -13,6 +16,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from .context import ServerContext
+
+# The OpenAI routes an engine serves; nothing else of the engine is reachable from outside.
+OPENAI_ROUTES = re.compile(r"(models(/[\w.:@-]+)*|chat/completions|completions|embeddings|responses|rerank)")
+_HIDDEN_STEP = re.compile(rb"%2e|%2f|%5c|\\", re.IGNORECASE)
 
 
 def add_routes(api: APIRouter, ctx: ServerContext) -> None:
@@ -22,11 +29,17 @@ def add_routes(api: APIRouter, ctx: ServerContext) -> None:
         include_in_schema=False,
     )
     async def runtime(deployment_id: UUID, path: str, request: Request) -> Any:
+        raw = request.scope.get("raw_path") or b""
+        if _HIDDEN_STEP.search(raw) or any(part in ("", ".", "..") for part in path.split("/")):
+            return JSONResponse({"detail": "path not allowed"}, status_code=400)
+        if not OPENAI_ROUTES.fullmatch(path):
+            return JSONResponse({"detail": f"no such route: /v1/{path}"}, status_code=404)
         d = ctx.store.get_deployment(str(deployment_id))
         if d is None:
             return JSONResponse({"detail": f"Deployment {deployment_id} not found"}, status_code=404)
-        if d["status"] != "DEPLOYED" or not d["lb_port"]:
+        engine = ctx.supervisor.engine(d["id"])
+        if d["status"] != "DEPLOYED" or engine is None:
             return JSONResponse(
                 {"detail": f"deployment {deployment_id} is not ready (status {d['status']})"}, status_code=503
             )
-        return await ctx.gateway.forward(request, int(d["lb_port"]), path)
+        return await ctx.gateway.forward(request, engine.port, engine.api_key, path)

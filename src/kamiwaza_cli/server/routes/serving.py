@@ -14,7 +14,8 @@ from pydantic import BaseModel, Field
 
 from ... import quantization
 from .. import engines
-from ..supervisor import ACTIVE, port_is_free, tail
+from ..engines.llamacpp import MAX_SLOTS
+from ..supervisor import ACTIVE, is_projector, port_is_free, tail
 from .context import ServerContext, need_deployment, need_model
 from .shapes import deployment_json, instance_json, raw_json
 
@@ -27,6 +28,9 @@ class CreateModelDeployment(BaseModel):
     m_file_id: UUID | None = None
     engine_name: str | None = None
     lb_port: int | None = Field(default=0, ge=0, le=65535)
+    # The engine's parallel slots (llama-server --parallel); None: the engine's default.
+    max_concurrent_requests: int | None = Field(default=None, ge=1, le=MAX_SLOTS)
+    force_cpu: bool = False
 
 
 def add_routes(api: APIRouter, ctx: ServerContext) -> None:
@@ -39,7 +43,9 @@ def add_routes(api: APIRouter, ctx: ServerContext) -> None:
             if not candidates:
                 raise HTTPException(404, f"Model file {body.m_file_id} not found in {model['name']}")
         else:
-            stored = [f for f in files if f["storage_location"] and not f["is_downloading"]]
+            stored = [
+                f for f in files if f["storage_location"] and not f["is_downloading"] and not is_projector(f["name"])
+            ]
             preferred = quantization.select_files([f["name"] for f in stored], quantization.DEFAULT_QUANTIZATION)
             # GGUF weights first (the default quantization among them), then anything else stored.
             candidates = sorted(
@@ -65,7 +71,13 @@ def add_routes(api: APIRouter, ctx: ServerContext) -> None:
         if body.lb_port and not port_is_free(body.lb_port):
             raise HTTPException(409, f"port {body.lb_port} is already in use")
         return ctx.supervisor.deploy(
-            model=model, config=config, file_row=file_row, engine_name=engine.name, requested_port=body.lb_port or None
+            model=model,
+            config=config,
+            file_row=file_row,
+            engine_name=engine.name,
+            requested_port=body.lb_port or None,
+            max_concurrent_requests=body.max_concurrent_requests,
+            force_cpu=body.force_cpu,
         )
 
     @api.get("/api/serving/deployments")

@@ -212,7 +212,8 @@ def deployment_json(d: dict[str, Any]) -> dict[str, Any]:
         "location": None,
         "lb_port": d["lb_port"] or 0,
         "autoscaling": False,
-        "force_cpu": True,
+        "force_cpu": bool(d["force_cpu"]),
+        "max_concurrent_requests": d["max_concurrent_requests"],
         "node_resource_type": "cpu",
         "instances": [instance_json(d)] if d["instance_id"] else [],
         "access_path": f"/runtime/models/{d['id']}",
@@ -225,4 +226,6 @@ def deployment_json(d: dict[str, Any]) -> dict[str, Any]:
         # Not in the platform's schema; the CLI shows them.
         "stopped_at": d["stopped_at"],
         "pid": d["pid"],
+        "context_per_slot": d["context_per_slot"],
+        "engine_threads": d["engine_threads"],
     }

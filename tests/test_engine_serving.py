@@ -1,0 +1,232 @@
+"""llama-server behind the local server, for real: parallel slots, cancellation, keys, embeddings,
+system prompts and structured output, through the gateway and the deployment's own port.
+
+One server and three deployments of the small real model for the module: the default one
+(4 slots), one with a single slot (to see a slot freed), and one run with ``--embeddings``
+(no embedding GGUF can be had here: the small gemma with a mean pooling stands in for one).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import psutil
+import pytest
+from conftest import LocalServer
+
+MODEL = "gemma-3-270m-q4_k_m"
+CHAT = [{"role": "user", "content": "Write a long story about the sea."}]
+
+
+@pytest.fixture(scope="module")
+def client(server: LocalServer, gemma_path: Path):  # type: ignore[no-untyped-def]
+    assert server.cli("pull", str(gemma_path)).exit_code == 0
+    return server.sdk()
+
+
+@pytest.fixture(scope="module")
+def model_id(client) -> str:  # type: ignore[no-untyped-def]
+    return str(next(m.id for m in client.models.list_models() if m.name == MODEL))
+
+
+def _deploy(client, model_id: str, **kwargs) -> dict:  # type: ignore[no-untyped-def]
+    dep_id = client.serving.deploy_model(model_id=model_id, poll_interval_seconds=0.2, timeout_seconds=300, **kwargs)
+    return client.get(f"/serving/deployment/{dep_id}")
+
+
+@pytest.fixture(scope="module")
+def four(client, model_id: str) -> Iterator[dict]:  # type: ignore[no-untyped-def]
+    dep = _deploy(client, model_id)
+    yield dep
+    client.serving.stop_deployment(deployment_id=dep["id"])
+
+
+@pytest.fixture(scope="module")
+def single(client, model_id: str) -> Iterator[dict]:  # type: ignore[no-untyped-def]
+    dep = _deploy(client, model_id, max_concurrent_requests=1)
+    yield dep
+    client.serving.stop_deployment(deployment_id=dep["id"])
+
+
+def _gateway(server: LocalServer, dep: dict) -> str:
+    return f"http://127.0.0.1:{server.port}/runtime/models/{dep['id']}/v1"
+
+
+def _engine_port(dep: dict) -> int:
+    argv = psutil.Process(int(dep["pid"])).cmdline()
+    return int(argv[argv.index("--port") + 1])
+
+
+def _first_token_times(base: str, n: int, max_tokens: int = 24) -> list[float]:
+    """Start ``n`` streamed chats at once; when each one's first token arrived (monotonic)."""
+    firsts: list[float] = [0.0] * n
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(n)
+
+    def one(i: int) -> None:
+        try:
+            oc = openai.OpenAI(base_url=base, api_key="none", max_retries=0)
+            barrier.wait()
+            stream = oc.chat.completions.create(
+                model="m", messages=CHAT, stream=True, max_tokens=max_tokens, temperature=0
+            )
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content and not firsts[i]:
+                    firsts[i] = time.monotonic()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert all(firsts), firsts
+    return firsts
+
+
+def test_four_concurrent_chats_all_start_within_a_second_of_each_other(server: LocalServer, four: dict) -> None:
+    assert four["max_concurrent_requests"] == 4 and four["context_per_slot"] > 0
+    firsts = _first_token_times(_gateway(server, four), 4)
+    assert max(firsts) - min(firsts) < 1.0, firsts
+
+
+def test_the_deployment_port_is_an_openai_api_that_follows_the_servers_key_policy(
+    server: LocalServer, four: dict
+) -> None:
+    """Keyless server: the gateway and lb_port answer anyone; the engine's own port answers no one."""
+    lb = f"http://127.0.0.1:{four['lb_port']}/v1"
+    oc = openai.OpenAI(base_url=lb, api_key="anything", max_retries=0)
+    reply = oc.chat.completions.create(model="m", messages=CHAT, max_tokens=4, temperature=0)
+    assert reply.choices[0].message.content
+    assert httpx.get(f"{_gateway(server, four)}/models", timeout=30).status_code == 200
+    engine = f"http://127.0.0.1:{_engine_port(four)}/v1"
+    assert _engine_port(four) != four["lb_port"]
+    for path in ("/models", "/chat/completions"):
+        resp = httpx.post(f"{engine}{path}", json={"messages": CHAT, "max_tokens": 1}, timeout=30)
+        assert resp.status_code == 401, (path, resp.status_code)
+
+
+def test_only_the_openai_routes_are_reachable_and_paths_cannot_step_out(server: LocalServer, four: dict) -> None:
+    lb = f"http://127.0.0.1:{four['lb_port']}"
+    gateway = f"http://127.0.0.1:{server.port}/runtime/models/{four['id']}"
+    with httpx.Client(timeout=30) as http:
+        for base in (lb, gateway):
+            assert http.get(f"{base}/v1/models").status_code == 200
+            for path in ("/health", "/props", "/v1/props", "/v1/slots", "/metrics", "/v1/tokenize"):
+                assert http.get(f"{base}{path}").status_code == 404, (base, path)
+            for path in ("/v1/../props", "/v1/%2e%2e/props", "/v1/models/..%2f..%2fprops", "/v1//models"):
+                resp = http.send(http.build_request("GET", f"{base}{path}"))  # sent as written, not normalized
+                assert resp.status_code in (400, 404), (base, path, resp.status_code)
+                assert "n_ctx" not in resp.text
+
+
+def test_the_engines_cors_and_server_headers_do_not_reach_the_client(server: LocalServer, four: dict) -> None:
+    resp = httpx.get(f"{_gateway(server, four)}/models", headers={"Origin": "http://evil.example"}, timeout=30)
+    assert resp.status_code == 200
+    assert not [h for h in resp.headers if h.lower().startswith("access-control-")], resp.headers
+    assert "llama" not in resp.headers.get("server", "").lower()
+
+
+def test_a_client_that_disconnects_frees_its_slot(server: LocalServer, single: dict) -> None:
+    """One slot: a streamed reply abandoned after its first token, then a non-streamed one abandoned
+    while the engine works on it; the next request starts at once each time (a slot still busy
+    with a 4000-token reply would keep it waiting for minutes)."""
+    base = _gateway(server, single)
+    oc = openai.OpenAI(base_url=base, api_key="none", max_retries=0)
+
+    def time_to_first_token() -> float:
+        started = time.monotonic()
+        stream = oc.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "Hi"}], stream=True, max_tokens=2, temperature=0
+        )
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                break
+        stream.close()
+        return time.monotonic() - started
+
+    stream = oc.chat.completions.create(model="m", messages=CHAT, stream=True, max_tokens=4000, temperature=0)
+    next(iter(stream))
+    stream.close()
+    assert time_to_first_token() < 1.0
+
+    body = {"model": "m", "messages": CHAT, "max_tokens": 4000, "temperature": 0}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{base}/chat/completions", json=body, timeout=httpx.Timeout(30, read=1.0))
+    assert time_to_first_token() < 1.0
+
+
+def test_usage_counts_arrive_with_the_stream_and_system_prompts_reach_the_model(
+    server: LocalServer, four: dict
+) -> None:
+    oc = openai.OpenAI(base_url=_gateway(server, four), api_key="none", max_retries=0)
+
+    def prompt_tokens(messages: list[dict]) -> int:
+        usage = None
+        stream = oc.chat.completions.create(
+            model="m", messages=messages, stream=True, max_tokens=1, stream_options={"include_usage": True}
+        )
+        for chunk in stream:
+            usage = chunk.usage or usage
+        assert usage is not None
+        return int(usage.prompt_tokens)
+
+    system = {"role": "system", "content": "You are a helpful assistant who answers like a pirate, briefly."}
+    without = prompt_tokens(CHAT)
+    assert prompt_tokens([system, *CHAT]) >= without + 10
+
+
+def test_structured_output_passes_through_the_gateway(server: LocalServer, four: dict) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"colour": {"type": "string", "enum": ["red", "green", "blue"]}, "count": {"type": "integer"}},
+        "required": ["colour", "count"],
+    }
+    oc = openai.OpenAI(base_url=_gateway(server, four), api_key="none", max_retries=0)
+    reply = oc.chat.completions.create(
+        model="m",
+        messages=[{"role": "user", "content": "Pick a colour and a number."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "pick", "schema": schema}},
+        max_tokens=40,
+        temperature=0,
+    )
+    data = json.loads(reply.choices[0].message.content or "")
+    assert data["colour"] in ("red", "green", "blue") and isinstance(data["count"], int)
+
+
+def test_embeddings_through_the_gateway_and_the_sdks_openai_client(client, model_id: str) -> None:  # type: ignore[no-untyped-def]
+    from kamiwaza_sdk.schemas.models.model import CreateModelConfig
+
+    config = client.models.create_model_config(
+        CreateModelConfig(m_id=model_id, name="embed", default=False, config={"embeddings": True})
+    )
+    dep = _deploy(client, model_id, m_config_id=config.id)
+    try:
+        oc = client.openai.get_client(deployment_id=dep["id"])
+        out = oc.embeddings.create(model="m", input=["the sea is blue", "the sky is blue", "tax forms"])
+        vectors = [d.embedding for d in out.data]
+        assert len(vectors) == 3 and len(vectors[0]) == 640  # gemma-3-270m's hidden size
+        assert len({len(v) for v in vectors}) == 1
+    finally:
+        client.serving.stop_deployment(deployment_id=dep["id"])
+
+
+def test_ps_and_show_give_the_slots_and_context(server: LocalServer, four: dict) -> None:
+    r = server.cli("ps", "--json")
+    [row] = [d for d in json.loads(r.stdout) if d["id"] == four["id"]]
+    assert row["slots"] == 4 and row["context_per_slot"] == four["context_per_slot"] and row["threads"] >= 1
+    table = server.cli("ps").stdout
+    assert f"4×{four['context_per_slot']}" in table
+    shown = server.cli("show", MODEL, "--json")
+    assert {"id": four["id"], "status": "DEPLOYED", "slots": 4, "context_per_slot": four["context_per_slot"]} in (
+        json.loads(shown.stdout)["deployments"]
+    )
+    assert f"4 requests at once, {four['context_per_slot']} tokens of context each" in server.cli("show", MODEL).stdout
