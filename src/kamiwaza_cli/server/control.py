@@ -24,6 +24,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import portable
 from ..errors import KamiwazaError, PlatformUnreachable, UsageError
 
 
@@ -73,18 +74,7 @@ def ping(url: str, timeout: float = 1.0) -> bool:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child (not reaped yet) still answers kill(0); treat it as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
+    return portable.process_alive(pid)
 
 
 def status(home: Path) -> ServerInfo | None:
@@ -103,9 +93,28 @@ def status(home: Path) -> ServerInfo | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if not _alive(info.pid):
+        # The server died without stopping its engines (kill -9; on Linux they die with it, but
+        # not on macOS): they are still in its process group. End them with the stale record.
+        end_orphan_engines(info.pid)
         path.unlink(missing_ok=True)
         return None
     return info
+
+
+def end_orphan_engines(server_pid: int) -> list[int]:
+    """Kill the llama-server processes left in a dead server's process group; their pids."""
+    import psutil
+
+    ended = []
+    for proc in psutil.process_iter(["pid", "name"]):
+        try:
+            if not (proc.info["name"] or "").startswith("llama-server") or os.getpgid(proc.pid) != server_pid:
+                continue
+            proc.kill()
+            ended.append(proc.pid)
+        except (psutil.Error, OSError):
+            continue
+    return ended
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -18,15 +18,12 @@ is a listener of the server itself (ports.py), opened at spawn and closed at sto
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import queue
 import secrets
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -35,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import portable
 from . import engines
 from .ports import DeploymentPorts
 from .store import Store, new_id, now
@@ -45,25 +43,6 @@ ACTIVE = ("REQUESTED", "DEPLOYING", "INITIALIZING", "DEPLOYED")
 STALL_TIMEOUT = 120.0  # no health and no new log output for this long: STARTUP_TIMEOUT
 STOP_GRACE = 5.0
 TAIL_LINES = 12
-
-def _parent_death_hook() -> Any:
-    """A preexec function that makes the child die with the server, where the OS offers one.
-
-    Only Linux has ``prctl(PR_SET_PDEATHSIG)``; elsewhere (macOS) engines are found and ended
-    by the orphan check when the server restarts.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-    def die_with_parent() -> None:
-        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-    return die_with_parent
-
 
 # Credentials of the server (and of the hub) that an engine process never needs.
 SECRET_ENV = ("KAMIWAZA_LOCAL_API_KEY", "KAMIWAZA_LOCAL_PASSWORD", "KAMIWAZA_API_KEY", "KAMIWAZA_API_TOKEN", "HF_TOKEN")
@@ -267,8 +246,9 @@ class Supervisor:
                     stderr=subprocess.STDOUT,
                     env=engine_environment(spec.env),
                     close_fds=True,
-                    preexec_fn=_parent_death_hook(),
-                    start_new_session=not sys.platform.startswith("linux"),
+                    # Linux: the engine dies with the server. Elsewhere it stays in the server's
+                    # process group, which `kamiwaza server stop` ends; a restart ends leftovers.
+                    preexec_fn=portable.parent_death_hook(),
                 )
         except BaseException:
             self.ports.close(dep_id)

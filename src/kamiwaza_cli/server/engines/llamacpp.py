@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ... import portable
 from ...gguf import GGUFError, GGUFInfo, read_gguf
 from . import Deployment, EngineUnavailable, LaunchSpec
 from .build import BINARY
@@ -67,18 +68,6 @@ def is_embedding_model(info: GGUFInfo | None) -> bool:
     if info is None or not info.architecture:
         return False
     return info.architecture in EMBEDDING_ARCHITECTURES or f"{info.architecture}.pooling_type" in info.metadata
-
-
-def physical_cores() -> int:
-    """Cores, not hyper-threads: llama.cpp's matrix code gains nothing from a core's second thread."""
-    try:
-        import psutil
-
-        physical = psutil.cpu_count(logical=False)
-    except ImportError:  # pragma: no cover - psutil is a dependency
-        physical = None
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(physical or usable, usable))
 
 
 def find_binary(env: Mapping[str, str] | None = None) -> Path | None:
@@ -165,7 +154,7 @@ class LlamaCpp:
         if not 1 <= slots <= MAX_SLOTS:
             raise EngineUnavailable(f"max_concurrent_requests must be between 1 and {MAX_SLOTS}, not {slots}")
         per_slot = plan_context(config, info.context_length if info else None)
-        threads = _int(config, "n_threads") or physical_cores()
+        threads = _int(config, "n_threads") or portable.physical_cores()
         alias = str(config.get("model_alias") or model_file.stem)
         argv = [
             str(binary),
