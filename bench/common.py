@@ -1,7 +1,8 @@
 """Helpers shared by the benchmarks: machine description, SSE timing, polling, figures and result files.
 
 Every benchmark writes one ``bench/results/<name>.json`` with the same shape
-(``name``, ``machine``, ``figures``, ``runs``, optional ``details``); ``bench.report``
+(``name``, ``machine``, ``figures``, ``runs``, optional ``description``, ``conditions``, ``tables``,
+``details``); ``bench.report``
 renders them all into docs/benchmarks.md.
 """
 

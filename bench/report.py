@@ -2,7 +2,9 @@
 
 Each result file has the shape ``{"name", "machine": {...}, "figures": [{"metric", "value",
 "baseline", "ratio", "unit", "target", "met", "note"}], "runs"}`` (optional: ``description``,
-``conditions``, ``diff`` per figure, ``details``), so a new benchmark only has to write one more file.
+``conditions``, ``diff`` per figure, ``tables``, ``details``), so a new benchmark only has to write one more file.
+A figure's ``met`` is true or false when its target was judged; null for a context figure (target
+"— (context)") or when its target could not be judged (e.g. its baseline is missing), shown as "?".
 """
 
 from __future__ import annotations
@@ -55,9 +57,21 @@ def ratio_diff(fig: dict[str, Any]) -> str:
     return " ".join(parts) or "—"
 
 
+def is_context(fig: dict[str, Any]) -> bool:
+    return str(fig.get("target") or "—").startswith("—")
+
+
 def met(fig: dict[str, Any]) -> str:
     value = fig.get("met")
-    return "✓" if value is True else "✗" if value is False else "—"
+    return "✓" if value is True else "✗" if value is False else "—" if is_context(fig) else "?"
+
+
+def table(spec: dict[str, Any]) -> list[str]:
+    columns = spec.get("columns") or []
+    lines = [f"{spec['title']}:", ""] if spec.get("title") else []
+    lines += ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(number(v)) for v in row) + " |" for row in spec.get("rows") or []]
+    return lines
 
 
 def render(result: dict[str, Any]) -> str:
@@ -75,8 +89,14 @@ def render(result: dict[str, Any]) -> str:
     if result.get("conditions"):
         lines += [f"Conditions: {result['conditions']}.", ""]
     judged = [f for f in figures if isinstance(f.get("met"), bool)]
-    if judged:
-        lines += [f"Targets met: {sum(f['met'] for f in judged)} of {len(judged)}.", ""]
+    unknown = [f for f in figures if f.get("met") is None and not is_context(f)]
+    if judged or unknown:
+        lines += [
+            f"Targets met: {sum(f['met'] for f in judged)} of {len(judged) + len(unknown)}"
+            + (f" ({len(unknown)} not judged: baseline missing, see the notes)" if unknown else "")
+            + ".",
+            "",
+        ]
     lines += [
         "| Metric | Value | Baseline | Ratio (diff) | Target | Met |",
         "|---|---:|---:|---:|---|:---:|",
@@ -98,6 +118,8 @@ def render(result: dict[str, Any]) -> str:
             )
             + " |"
         )
+    for spec in result.get("tables") or []:
+        lines += [""] + table(spec)
     notes = [f for f in figures if f.get("note")]
     if notes:
         lines += ["", "Notes:", ""]

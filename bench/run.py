@@ -93,11 +93,11 @@ def cli_once(env: dict[str, str], cwd: str) -> dict[str, Any]:
     return data
 
 
-def client_once(endpoint: str, model: str) -> dict[str, Any]:
+def client_once(endpoint: str, model: str, api_key: str = "local") -> dict[str, Any]:
     """The request the CLI makes (chat/session.py), streamed by a fresh openai client."""
     import openai
 
-    client = openai.OpenAI(base_url=endpoint, api_key="local", max_retries=0)
+    client = openai.OpenAI(base_url=endpoint, api_key=api_key, max_retries=0)
     arrivals: list[float] = []
     parts: list[str] = []
     start = time.perf_counter()
@@ -161,12 +161,12 @@ def main() -> int:
             # The llama.cpp engine alone on the same file, with the argv the platform uses, idle when not measured.
             engine = BareEngine(server.stored_path(dep["model_id"]), Path(tmp))
             engine.start()
-            alias = engine.argv[engine.argv.index("--model_alias") + 1]
+            alias, key = engine.alias, engine.api_key or ""
             env = bytecode_env(server.env)
             log(f"endpoint {endpoint}; warm-up: one CLI run, one client request, one SDK import")
             cli_once(env, tmp)
             client_once(endpoint, MODEL_NAME)
-            client_once(engine.base_url, alias)
+            client_once(engine.base_url, alias, key)
             run_timed([PYTHON, "-c", "import kamiwaza_sdk"], env, cwd=tmp)
 
             meter.deadline = time.perf_counter() + BUDGET_S  # the budget is for measuring, not set-up
@@ -180,7 +180,7 @@ def main() -> int:
                     elif v == "client":
                         result, info = meter.run(lambda: client_once(endpoint, MODEL_NAME))
                     elif v == "engine":
-                        result, info = meter.run(lambda: client_once(engine.base_url, alias))
+                        result, info = meter.run(lambda: client_once(engine.base_url, alias, key))
                     else:
                         result, info = meter.run(lambda: run_timed([PYTHON, "-c", "import kamiwaza_sdk"], env, cwd=tmp))
                     results[v].append(result)

@@ -496,6 +496,7 @@ def measure_concurrency(targets: dict[str, Target], meter: CpuMeter) -> dict[str
     bursts: dict[str, dict[int, list[Burst]]] = {name: {n: [] for n in levels[name]} for name in targets}
     trips: dict[str, list[list[float]]] = {name: [] for name in targets if name != "twin"}
     noise: dict[str, list[Any]] = {f"{name} x{n}": [] for name in targets for n in levels[name]}
+    noise.update({f"{name} pings": [] for name in trips})
     idle_cpu: dict[str, list[float]] = {name: [] for name in targets}
     try:
         # Warm-up: every connection of every client (and the gateway's to its engine) opened, pages loaded.
@@ -512,11 +513,16 @@ def measure_concurrency(targets: dict[str, Target], meter: CpuMeter) -> dict[str
                     noise[f"{name} x{n}"].append(info)
                     idle_cpu[name].append(sum((after[p] or 0.0) - (before[p] or 0.0) for p in others))
                 if name in trips:
-                    pings, info = meter.run(lambda name=name: round_trips_ms(clients[name][0], f"{targets[name].url}/models", PINGS))
+                    pings, info = meter.run(
+                        lambda name=name: round_trips_ms(clients[name][0], f"{targets[name].url}/models", PINGS)
+                    )
                     trips[name].append(pings)
+                    noise[f"{name} pings"].append(info)
             summary = "; ".join(
-                f"{name} " + ", ".join(
-                    f"x{n} {b[-1].tokens_per_s:.1f} tok/s ttft max {max(b[-1].ttfts_ms):.0f} ms" for n, b in per_n.items()
+                f"{name} "
+                + ", ".join(
+                    f"x{n} {b[-1].tokens_per_s:.1f} tok/s ttft max {max(b[-1].ttfts_ms):.0f} ms"
+                    for n, b in per_n.items()
                 )
                 for name, per_n in bursts.items()
             )
@@ -557,7 +563,7 @@ def build_figures(
     startup: dict[str, list[float]], conc: dict[str, Any], lcp_problem: str | None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     b: dict[str, dict[int, list[Burst]]] = conc["bursts"]
-    gw, direct, bare = b["gateway"], b["direct"], b["llama-server"]
+    gw, bare = b["gateway"], b["llama-server"]
     lcp = b.get("llama-cpp-python")
     lcp_why = f"the llama-cpp-python engine could not be measured ({lcp_problem})"
     nan = float("nan")
@@ -703,7 +709,14 @@ def build_figures(
             "Decode tokens/s per stream",
         ],
         "rows": [
-            [name, n, round(tps(runs), 1), round(ttft_ms(runs, 50)), round(ttft_ms(runs, 95)), round(decode_tps(runs), 1)]
+            [
+                name,
+                n,
+                round(tps(runs), 1),
+                round(ttft_ms(runs, 50)),
+                round(ttft_ms(runs, 95)),
+                round(decode_tps(runs), 1),
+            ]
             for name, per_n in b.items()
             for n, runs in per_n.items()
         ],
@@ -753,7 +766,11 @@ def start_engines(
         with contextlib.suppress(httpx.HTTPError):
             server.undeploy(dep_id)
 
-    info: dict[str, Any] = {"deployment": {k: dep.get(k) for k in ("max_concurrent_requests", "context_per_slot", "engine_threads", "lb_port")}}
+    info: dict[str, Any] = {
+        "deployment": {
+            k: dep.get(k) for k in ("max_concurrent_requests", "context_per_slot", "engine_threads", "lb_port")
+        }
+    }
     try:
         engine, twin = BareEngine(stored, logs), BareEngine(stored, logs)
         for e in (engine, twin):
@@ -768,7 +785,9 @@ def start_engines(
         }
         deployed = server.engine_command(dep_id)
         info["argv"] = {"deployment": deployed, "llama-server": engine.argv}
-        info["deployment_argv_same_as_bare"] = deployed is not None and masked(deployed) == masked(" ".join(engine.argv))
+        info["deployment_argv_same_as_bare"] = deployed is not None and masked(deployed) == masked(
+            " ".join(engine.argv)
+        )
         info["llama_server_version"] = engine_version(engine.argv[0])
         if lcp:
             old = LlamaCppPythonEngine(stored, logs)
@@ -834,8 +853,12 @@ def main() -> int:
         **info,
         "llama_cpp_python": venv_version(LCP_VENV, "llama_cpp_python") if not lcp_problem else None,
         "llama_cpp_python_problem": lcp_problem,
-        "bursts": {name: {str(n): burst_details(runs) for n, runs in per_n.items()} for name, per_n in conc["bursts"].items()},
-        "round_trip_ms_median_per_run": {n: [round(median(run), 3) for run in r] for n, r in conc["round_trips"].items()},
+        "bursts": {
+            name: {str(n): burst_details(runs) for n, runs in per_n.items()} for name, per_n in conc["bursts"].items()
+        },
+        "round_trip_ms_median_per_run": {
+            n: [round(median(run), 3) for run in r] for n, r in conc["round_trips"].items()
+        },
         "idle_engines_cpu_s_while_measured": {k: [round(v, 3) for v in vs] for k, vs in conc["idle_cpu_s"].items()},
         "startup_samples_s": {k: [round(v, 4) for v in vs] for k, vs in startup.items()},
     }
@@ -845,7 +868,15 @@ def main() -> int:
         description += f" The llama-cpp-python baseline is MISSING from this run: {lcp_problem}."
     out = write_result("serving", figures, RUNS, details, description, conditions_text(background), tables)
     for f in figures:
-        mark = "context" if f["target"] == "— (context)" else "unknown" if f["met"] is None else "met" if f["met"] else "MISSED"
+        mark = (
+            "context"
+            if f["target"] == "— (context)"
+            else "unknown"
+            if f["met"] is None
+            else "met"
+            if f["met"]
+            else "MISSED"
+        )
         log(f"{f['metric']}: {f['value']} {f['unit']} vs {f['baseline']} (ratio {f['ratio']}, diff {f['diff']}) {mark}")
     log(f"wrote {out.relative_to(REPO_ROOT)}")
     return 0

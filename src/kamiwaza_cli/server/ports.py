@@ -65,7 +65,7 @@ class DeploymentPorts:
         async def shut() -> None:
             _shut(*entry)
 
-        with contextlib.suppress(RuntimeError):  # the loop stopped meanwhile: its sockets go with it
+        with contextlib.suppress(RuntimeError, TimeoutError):  # the loop stopped: its sockets go with it
             asyncio.run_coroutine_threadsafe(shut(), self._loop).result(timeout=10)
 
     def close_all(self) -> None:
