@@ -55,6 +55,7 @@ from typing import Any
 
 import httpx
 
+from kamiwaza_cli.portable import parent_death_hook
 from kamiwaza_cli.server import engines
 from kamiwaza_cli.server.engines.build import SOURCE_VERSION, Machine, backend_flags, choose_backend
 from kamiwaza_cli.server.engines.llamacpp import LlamaCpp
@@ -261,7 +262,12 @@ class BareEngine:
         out = self.log_path.open("ab")
         start = time.perf_counter()
         self.proc = subprocess.Popen(
-            spec.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **spec.env}
+            spec.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **spec.env},
+            preexec_fn=parent_death_hook(),  # no engine left behind if the benchmark is killed
         )
         out.close()
         proc = self.proc
@@ -552,8 +558,20 @@ def decode_tps(bursts: list[Burst]) -> float:
     return median([s.tokens_per_s for b in bursts for s in b.streams])
 
 
+def tps_figure(
+    metric: str, value: list[Burst], baseline: list[Burst], note: str, target: str = "", minimum: float | None = None
+) -> dict[str, Any]:
+    """Aggregate tokens/s against a baseline measured in the same runs; ratio = median of the per-run ratios.
+    Without ``minimum`` (the ratio the target asks for) the figure is context only."""
+    ratio = paired_ratio(value, baseline)
+    fig = figure(
+        metric, tps(value), tps(baseline), "tokens/s", target, minimum is None or ratio >= minimum, note, 2, ratio
+    )
+    return fig if minimum is not None else context_figure(fig)
+
+
 def missing_baseline(fig: dict[str, Any], why: str) -> dict[str, Any]:
-    """A figure whose baseline could not be measured: no baseline, ratio or diff, and its target unknown."""
+    """A figure whose baseline could not be measured: no baseline, ratio or diff, and its target not judged."""
     fig.update(baseline=None, ratio=None, diff=None, met=None)
     fig["note"] = f"BASELINE MISSING, target not judged: {why}. " + fig["note"]
     return fig
@@ -566,52 +584,45 @@ def build_figures(
     gw, bare = b["gateway"], b["llama-server"]
     lcp = b.get("llama-cpp-python")
     lcp_why = f"the llama-cpp-python engine could not be measured ({lcp_problem})"
-    nan = float("nan")
     defin = (
         f"aggregate tokens/s = content events of all streams / (last arrival - common start), max_tokens "
-        f"{MAX_TOKENS}, prompt processing included; value and baseline: medians of {RUNS} runs"
+        f"{MAX_TOKENS}, prompt processing included; value and baseline: medians of {RUNS} runs, ratio: median of "
+        "the per-run ratios"
     )
     figures = []
     floor = paired_ratio(b["twin"][1], bare[1])
     spread = (max(x.tokens_per_s for x in bare[1]) - min(x.tokens_per_s for x in bare[1])) / tps(bare[1])
     for name, label in (("gateway", "gateway"), ("direct", "lb_port (direct)")):
-        ratio = paired_ratio(b[name][1], bare[1])
         figures.append(
-            figure(
+            tps_figure(
                 f"1 stream tokens/s via {label}",
-                tps(b[name][1]),
-                tps(bare[1]),
-                "tokens/s",
-                f">= {TPS_RATIO_TARGET}x `llama-server` alone",
-                ratio >= TPS_RATIO_TARGET,
-                f"{defin}; ratio = median of the per-run ratios (ratio of the medians "
-                f"{tps(b[name][1]) / tps(bare[1]):.3f}). Noise floor: a second identical `llama-server` alone gives "
-                f"x{floor:.3f}; `llama-server` alone spreads {spread:.0%} (max - min) between runs. Decode rate per "
-                f"stream {decode_tps(b[name][1]):.1f} vs {decode_tps(bare[1]):.1f} tokens/s; TTFT p50 "
-                f"{ttft_ms(b[name][1], 50):.0f} vs {ttft_ms(bare[1], 50):.0f} ms"
+                b[name][1],
+                bare[1],
+                f"{defin} (ratio of the medians {tps(b[name][1]) / tps(bare[1]):.3f}). Noise floor: a second "
+                f"identical `llama-server` alone gives x{floor:.3f}; `llama-server` alone spreads {spread:.0%} "
+                f"(max - min) between runs. Decode rate per stream {decode_tps(b[name][1]):.1f} vs "
+                f"{decode_tps(bare[1]):.1f} tokens/s; TTFT p50 {ttft_ms(b[name][1], 50):.0f} vs "
+                f"{ttft_ms(bare[1], 50):.0f} ms"
                 + ("" if name == "gateway" else "; the target is the gateway's, applied here as a check"),
-                digits=2,
-                ratio=ratio,
+                f">= {TPS_RATIO_TARGET}x `llama-server` alone",
+                TPS_RATIO_TARGET,
             )
         )
-    fig = figure(
-        "4 streams aggregate tokens/s via gateway",
-        tps(gw[4]),
-        tps(lcp[4]) if lcp else nan,
-        "tokens/s",
-        f">= {CONCURRENT_RATIO_TARGET}x the llama-cpp-python engine",
-        bool(lcp) and paired_ratio(gw[4], lcp[4]) >= CONCURRENT_RATIO_TARGET,
+    target = f">= {CONCURRENT_RATIO_TARGET}x the llama-cpp-python engine"
+    note = (
         f"{defin}. The deployment's 4 slots decode the 4 streams together; llama-cpp-python's server answers one "
         f"request at a time (the others queue). `llama-server` alone: {tps(bare[4]):.1f} tokens/s (gateway x"
-        f"{paired_ratio(gw[4], bare[4]):.3f})",
-        digits=2,
-        ratio=paired_ratio(gw[4], lcp[4]) if lcp else None,
+        f"{paired_ratio(gw[4], bare[4]):.3f})"
     )
-    figures.append(fig if lcp else missing_baseline(fig, lcp_why))
+    metric = "4 streams aggregate tokens/s via gateway"
+    if lcp:
+        figures.append(tps_figure(metric, gw[4], lcp[4], note, target, CONCURRENT_RATIO_TARGET))
+    else:
+        figures.append(missing_baseline(figure(metric, tps(gw[4]), 0.0, "tokens/s", target, False, note, 2), lcp_why))
     fig = figure(
         "4 streams p95 time to first token via gateway",
         ttft_ms(gw[4], 95),
-        ttft_ms(lcp[4], 95) if lcp else nan,
+        ttft_ms(lcp[4], 95) if lcp else 0.0,
         "ms",
         f"<= {TTFT_P95_TARGET_MS:.0f} ms",
         ttft_ms(gw[4], 95) <= TTFT_P95_TARGET_MS,
@@ -625,43 +636,28 @@ def build_figures(
         fig["note"] += f"; no baseline: {lcp_why}"
     figures.append(fig)
     figures.append(
-        context_figure(
-            figure(
-                "8 streams aggregate tokens/s via gateway",
-                tps(gw[8]),
-                tps(bare[8]),
-                "tokens/s",
-                "",
-                True,
-                f"{defin}; baseline: `llama-server` alone, ratio = median of the per-run ratios. 8 streams on 4 slots: "
-                f"4 wait for a free slot (TTFT p95 {ttft_ms(gw[8], 95):.0f} ms via gateway, "
-                f"{ttft_ms(bare[8], 95):.0f} ms alone). "
-                + (
-                    f"The llama-cpp-python engine: {tps(lcp[8]):.1f} tokens/s, TTFT p95 {ttft_ms(lcp[8], 95):.0f} ms"
-                    if lcp
-                    else f"No llama-cpp-python figure: {lcp_why}"
-                ),
-                digits=2,
-                ratio=paired_ratio(gw[8], bare[8]),
-            )
+        tps_figure(
+            "8 streams aggregate tokens/s via gateway",
+            gw[8],
+            bare[8],
+            f"{defin}; baseline: `llama-server` alone. 8 streams on 4 slots: 4 wait for a free slot (TTFT p95 "
+            f"{ttft_ms(gw[8], 95):.0f} ms via gateway, {ttft_ms(bare[8], 95):.0f} ms alone). "
+            + (
+                f"The llama-cpp-python engine: {tps(lcp[8]):.1f} tokens/s, TTFT p95 {ttft_ms(lcp[8], 95):.0f} ms"
+                if lcp
+                else f"No llama-cpp-python figure: {lcp_why}"
+            ),
         )
     )
     if lcp:
         figures.append(
-            context_figure(
-                figure(
-                    "1 stream tokens/s via gateway vs the llama-cpp-python engine",
-                    tps(gw[1]),
-                    tps(lcp[1]),
-                    "tokens/s",
-                    "",
-                    True,
-                    f"{defin}; one user alone, before and after the engine change (same llama.cpp sources; "
-                    "`llama-server` runs on the physical cores, llama-cpp-python on its default threads). TTFT p50 "
-                    f"{ttft_ms(gw[1], 50):.0f} vs {ttft_ms(lcp[1], 50):.0f} ms",
-                    digits=2,
-                    ratio=paired_ratio(gw[1], lcp[1]),
-                )
+            tps_figure(
+                "1 stream tokens/s via gateway vs the llama-cpp-python engine",
+                gw[1],
+                lcp[1],
+                f"{defin}; one user alone, before and after the engine change (same llama.cpp sources; "
+                "`llama-server` runs on the physical cores, llama-cpp-python on its default threads). TTFT p50 "
+                f"{ttft_ms(gw[1], 50):.0f} vs {ttft_ms(lcp[1], 50):.0f} ms",
             )
         )
     rtt = {name: median([t for run in runs for t in run]) for name, runs in conc["round_trips"].items()}
@@ -868,15 +864,7 @@ def main() -> int:
         description += f" The llama-cpp-python baseline is MISSING from this run: {lcp_problem}."
     out = write_result("serving", figures, RUNS, details, description, conditions_text(background), tables)
     for f in figures:
-        mark = (
-            "context"
-            if f["target"] == "— (context)"
-            else "unknown"
-            if f["met"] is None
-            else "met"
-            if f["met"]
-            else "MISSED"
-        )
+        mark = {True: "met", False: "MISSED"}.get(f["met"], "context" if f["target"].startswith("—") else "not judged")
         log(f"{f['metric']}: {f['value']} {f['unit']} vs {f['baseline']} (ratio {f['ratio']}, diff {f['diff']}) {mark}")
     log(f"wrote {out.relative_to(REPO_ROOT)}")
     return 0

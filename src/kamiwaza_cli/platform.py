@@ -137,6 +137,10 @@ class Platform:
         params = {"model_id": str(model_id)} if model_id else None
         return list(self.call(self.client.get, "/serving/deployments", params=params))
 
+    def deployment(self, deployment_id: str) -> dict[str, Any]:
+        """One deployment as the platform's JSON (see ``deployments``)."""
+        return dict(self.call(self.client.get, f"/serving/deployment/{deployment_id}"))
+
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """A raw platform call through the SDK's client, for routes the SDK has no method for."""
         return self.call(self.client._request, method, path, **kwargs)

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import KamiwazaError, NotFound
 from ..platform import Platform
-from .models import _dump, find_model, list_models, model_state
+from .models import find_model, list_models, model_state
 from .pulling import AlreadyDownloaded, PullDone, pull
 
 ACTIVE_STATUSES = ("REQUESTED", "DEPLOYING", "INITIALIZING", "DEPLOYED")
@@ -134,7 +134,7 @@ def _wait_deployed(platform: Platform, name: str, dep_id: str, timeout: float, *
     deadline = time.monotonic() + timeout
     last = None
     while True:
-        d = _dump(platform.call(platform.client.serving.get_deployment, dep_id))
+        d = platform.deployment(dep_id)
         status = str(d.get("status") or "").upper()
         if status != last:
             yield DeployStatus(name, status)
