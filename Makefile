@@ -8,18 +8,23 @@ ENGINE_BUILD := src/kamiwaza_cli/server/engines/build.py
 
 .PHONY: install test demo lint bench clean docs
 
-install: $(STAMP) $(ENGINE)
+# The Python packages and the engine build side by side: pip mostly waits on the network.
+install:
+	@$(MAKE) --no-print-directory -j2 $(STAMP) $(ENGINE)
 
-$(STAMP): pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
 # llama.cpp's llama-server, built from pinned sources for this machine (Metal, CUDA or the
-# CPU; see the module's docstring), cached in ~/.cache/kamiwaza so a rebuild is a copy.
-$(ENGINE): $(STAMP) $(ENGINE_BUILD)
-	$(PY) -m kamiwaza_cli.server.engines.build
+# CPU; see the file's docstring), cached in ~/.cache/kamiwaza so a rebuild is a copy. The
+# build needs only the standard library, so it runs before the venv has its packages.
+$(ENGINE): $(ENGINE_BUILD) | $(PY)
+	$(PYTHON) $(ENGINE_BUILD) --bin-dir $(VENV)/bin
 
 test: install
 	$(PY) -m pytest -q

@@ -1,6 +1,7 @@
 """Building llama.cpp's ``llama-server`` for this machine, from pinned sources, cached.
 
-``python -m kamiwaza_cli.server.engines.build`` (run by ``make install``) fetches the
+``python -m kamiwaza_cli.server.engines.build`` (``make install`` runs this file with the
+system Python, beside the pip install: it needs nothing but the standard library) fetches the
 llama.cpp sources that one pinned llama-cpp-python source distribution vendors (PyPI is
 the only network these installs may use), checks their sha256, builds the one static
 ``llama-server`` binary with CMake and puts it beside the Python interpreter
@@ -279,7 +280,7 @@ def install(binary: Path, bin_dir: Path) -> Path:
     """Copy the binary beside the interpreter (atomically: a running engine keeps its old copy)."""
     target = bin_dir / BINARY
     partial = bin_dir / f".{BINARY}.partial"
-    shutil.copy2(binary, partial)
+    shutil.copyfile(binary, partial)  # a fresh mtime: make compares it with build.py's
     partial.chmod(0o755)
     os.replace(partial, target)
     return target
@@ -289,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kamiwaza_cli.server.engines.build", description=__doc__)
     parser.add_argument("--jobs", type=int, default=None, help="parallel compile jobs (default: all cores)")
     parser.add_argument("--print-flags", action="store_true", help="print the CMake arguments for this machine")
+    parser.add_argument(
+        "--bin-dir", type=Path, default=Path(sys.executable).parent, help="where to put llama-server (default: bin/)"
+    )
     opts = parser.parse_args(argv)
     env = dict(os.environ)
     try:
@@ -298,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         if env.get("KAMIWAZA_LLAMA_SERVER"):
             print(f"Using KAMIWAZA_LLAMA_SERVER={env['KAMIWAZA_LLAMA_SERVER']}; not building one", file=sys.stderr)
             return 0
-        target = install(build(Machine.this(), env, opts.jobs), Path(sys.executable).parent)
+        target = install(build(Machine.this(), env, opts.jobs), opts.bin_dir)
     except BuildError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
