@@ -129,10 +129,15 @@ def test_only_the_openai_routes_are_reachable_and_paths_cannot_step_out(server: 
 
 
 def test_the_engines_cors_and_server_headers_do_not_reach_the_client(server: LocalServer, four: dict) -> None:
-    resp = httpx.get(f"{_gateway(server, four)}/models", headers={"Origin": "http://evil.example"}, timeout=30)
-    assert resp.status_code == 200
-    assert not [h for h in resp.headers if h.lower().startswith("access-control-")], resp.headers
-    assert "llama" not in resp.headers.get("server", "").lower()
+    origin = {"Origin": "http://evil.example"}
+    preflight = {**origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+    for base in (_gateway(server, four), f"http://127.0.0.1:{four['lb_port']}/v1"):
+        resp = httpx.get(f"{base}/models", headers=origin, timeout=30)
+        assert resp.status_code == 200
+        assert not [h for h in resp.headers if h.lower().startswith("access-control-")], resp.headers
+        assert "llama" not in resp.headers.get("server", "").lower()
+        answered = httpx.options(f"{base}/chat/completions", headers=preflight, timeout=30)
+        assert not [h for h in answered.headers if h.lower().startswith("access-control-")], answered.headers
 
 
 def test_a_client_that_disconnects_frees_its_slot(server: LocalServer, single: dict) -> None:

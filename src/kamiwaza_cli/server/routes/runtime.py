@@ -13,7 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from .context import ServerContext
 
@@ -29,6 +29,10 @@ def add_routes(api: APIRouter, ctx: ServerContext) -> None:
         include_in_schema=False,
     )
     async def runtime(deployment_id: UUID, path: str, request: Request) -> Any:
+        if request.method == "OPTIONS":
+            # A browser's preflight is the server's to answer, never an engine's (whose CORS
+            # headers would let any page in): no Access-Control-* headers, so none gets in.
+            return Response(status_code=204, headers={"Allow": "GET, POST"})
         raw = request.scope.get("raw_path") or b""
         if _HIDDEN_STEP.search(raw) or any(part in ("", ".", "..") for part in path.split("/")):
             return JSONResponse({"detail": "path not allowed"}, status_code=400)
