@@ -69,8 +69,13 @@ def met(fig: dict[str, Any]) -> str:
 def table(spec: dict[str, Any]) -> list[str]:
     columns = spec.get("columns") or []
     lines = [f"{spec['title']}:", ""] if spec.get("title") else []
-    lines += ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(number(v)) for v in row) + " |" for row in spec.get("rows") or []]
+    rows = spec.get("rows") or []
+    numeric = [bool(rows) and all(isinstance(r[i], int | float) for r in rows) for i in range(len(columns))]
+    lines += [
+        "| " + " | ".join(cell(c) for c in columns) + " |",
+        "|" + "".join("---:|" if n else "---|" for n in numeric),
+    ]
+    lines += ["| " + " | ".join(cell(number(v)) for v in row) + " |" for row in rows]
     return lines
 
 

@@ -21,7 +21,8 @@ barrier, one httpx client each), temperature 0, max_tokens ``BENCH_MAX_TOKENS`` 
 with its own number, so that every request processes its whole prompt on every engine (no prompt-cache
 hits). Aggregate tokens/s = content events of all N / (last arrival - the common start); time to first
 token (TTFT) per request from its own send. Per variant and N: the median over runs of the aggregate
-tokens/s, and p50/p95 TTFT over all requests of all runs.
+tokens/s, and p50/p95 TTFT over all requests of all runs. 1 stream, the cheapest and noisiest case, whose
+target is 3%, is measured ``BENCH_SINGLE_ROUNDS`` (2) times a run, in rounds over all variants.
 
 Also: ``serve`` time to ready (``deploy_model`` until ``DEPLOYED``) against the bare engine's load time
 (Popen until ``/health`` answers 200), the wall time of ``kamiwaza serve``, and the gateway's own cost
@@ -37,6 +38,7 @@ Run: ``python -m bench.serving`` (writes bench/results/serving.json), then ``pyt
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -87,11 +89,14 @@ from .harness import (
     venv_version,
 )
 
-# 3 runs keep the module within ~10 minutes on 2 cores (llama-cpp-python alone takes ~40 s a run at 4 + 8 streams).
+# 3 runs keep the module within ~10 minutes on 2 cores: a run takes ~2.5 min (1 of them llama-cpp-python).
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 MAX_TOKENS = int(os.environ.get("BENCH_MAX_TOKENS", "96"))
 BUDGET_S = float(os.environ.get("BENCH_BUDGET_S", "300"))  # measuring time before retries stop
 STREAMS = (1, 4, 8)
+# 1 stream is measured in rounds (over all variants) within each run: a 96-token reply takes ~2 s and two
+# identical engines differ by up to ~15% on single requests here, against a target of 3%.
+SINGLE_ROUNDS = int(os.environ.get("BENCH_SINGLE_ROUNDS", "2"))
 WARMUP_MAX_TOKENS = 8
 # Plain GET /v1/models round trips per variant and run: the proxy's own cost without the engine's compute noise.
 PINGS = 40
@@ -101,6 +106,7 @@ LOAD_TIMEOUT = 120.0
 LCP_VENV = BENCH_DIR / ".venv-llama-cpp-python"
 LCP_REQUIREMENT = f"llama-cpp-python[server]=={SOURCE_VERSION}"  # the llama.cpp sources the binary is built from
 LCP_BUILD_TIMEOUT = 1800.0
+LCP_THREADS = max((os.cpu_count() or 1) // 2, 1)  # llama-cpp-python server's default n_threads
 
 DESCRIPTION = (
     "The embedded local server serving the small gemma GGUF (gemma-3-270m Q4_K_M) with llama.cpp's `llama-server` "
@@ -110,9 +116,10 @@ DESCRIPTION = (
     "alone, and against the engine it replaced, llama-cpp-python's server with its old argv (built for the "
     "benchmark in `bench/.venv-llama-cpp-python` from the same llama.cpp sources and CMake flags), all in the "
     "same runs. Aggregate tokens/s = content events of all streams / (last arrival - common start); TTFT per "
-    "request from its own send, p50/p95 over all requests of all runs. A second identical `llama-server` alone "
-    "(the twin) is measured at 1 stream only: its ratio to the first is the noise floor of the 1-stream ratios, "
-    "at a cost of seconds a run. Also `serve` time to ready against the engine's bare load time. Variants are "
+    "request from its own send, p50/p95 over all requests of all runs. 1 stream is measured in rounds over all "
+    f"variants, {SINGLE_ROUNDS} a run, as single 2-second requests are noisy here; a second identical "
+    "`llama-server` alone (the twin), measured at 1 stream only, gives the noise floor of the 1-stream ratios at a "
+    "cost of seconds a run. Also `serve` time to ready against the engine's bare load time. Variants are "
     "interleaved round-robin; measurements during which other processes used more than 10% of a core are "
     "retried (`bench/serving.py`)."
 )
@@ -508,22 +515,25 @@ def measure_concurrency(targets: dict[str, Target], meter: CpuMeter) -> dict[str
         # Warm-up: every connection of every client (and the gateway's to its engine) opened, pages loaded.
         for name in targets:
             run_burst(name, max(STREAMS), WARMUP_MAX_TOKENS)
+        names = list(targets)
         for run in range(RUNS):
-            for name in rotate(list(targets), run):
+            # 1 stream first, in rounds over all variants (each round rotated), then 4 and 8 per variant.
+            plan = [(name, 1) for r in range(SINGLE_ROUNDS) for name in rotate(names, run * SINGLE_ROUNDS + r)]
+            plan += [(name, n) for name in rotate(names, run) for n in levels[name] if n > 1]
+            for name, n in plan:
                 others = {t.pid for t in targets.values()} - {targets[name].pid, None}
-                for n in levels[name]:
-                    before = {pid: cpu_seconds(pid) for pid in others}
-                    result, info = meter.run(lambda name=name, n=n: run_burst(name, n))
-                    after = {pid: cpu_seconds(pid) for pid in others}
-                    bursts[name][n].append(result)
-                    noise[f"{name} x{n}"].append(info)
-                    idle_cpu[name].append(sum((after[p] or 0.0) - (before[p] or 0.0) for p in others))
-                if name in trips:
-                    pings, info = meter.run(
-                        lambda name=name: round_trips_ms(clients[name][0], f"{targets[name].url}/models", PINGS)
-                    )
-                    trips[name].append(pings)
-                    noise[f"{name} pings"].append(info)
+                before = {pid: cpu_seconds(pid) for pid in others}
+                result, info = meter.run(functools.partial(run_burst, name, n))
+                after = {pid: cpu_seconds(pid) for pid in others}
+                bursts[name][n].append(result)
+                noise[f"{name} x{n}"].append(info)
+                idle_cpu[name].append(sum((after[p] or 0.0) - (before[p] or 0.0) for p in others))
+            for name in rotate(list(trips), run):
+                pings, info = meter.run(
+                    functools.partial(round_trips_ms, clients[name][0], f"{targets[name].url}/models", PINGS)
+                )
+                trips[name].append(pings)
+                noise[f"{name} pings"].append(info)
             summary = "; ".join(
                 f"{name} "
                 + ", ".join(
@@ -578,16 +588,19 @@ def missing_baseline(fig: dict[str, Any], why: str) -> dict[str, Any]:
 
 
 def build_figures(
-    startup: dict[str, list[float]], conc: dict[str, Any], lcp_problem: str | None
+    startup: dict[str, list[float]], conc: dict[str, Any], lcp_problem: str | None, threads: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``threads``: the deployment's engine threads (llama-cpp-python ran on its default, ``LCP_THREADS``)."""
     b: dict[str, dict[int, list[Burst]]] = conc["bursts"]
     gw, bare = b["gateway"], b["llama-server"]
     lcp = b.get("llama-cpp-python")
     lcp_why = f"the llama-cpp-python engine could not be measured ({lcp_problem})"
     defin = (
-        f"aggregate tokens/s = content events of all streams / (last arrival - common start), max_tokens "
-        f"{MAX_TOKENS}, prompt processing included; value and baseline: medians of {RUNS} runs, ratio: median of "
-        "the per-run ratios"
+        f"aggregate tokens/s (prompt processing included), medians of {RUNS} runs; ratio: median of the per-run ratios"
+    )
+    defin1 = (
+        f"aggregate tokens/s (prompt processing included), medians of {RUNS * SINGLE_ROUNDS} requests ({RUNS} runs x "
+        f"{SINGLE_ROUNDS} rounds); ratio: median of the per-round ratios"
     )
     figures = []
     floor = paired_ratio(b["twin"][1], bare[1])
@@ -598,9 +611,9 @@ def build_figures(
                 f"1 stream tokens/s via {label}",
                 b[name][1],
                 bare[1],
-                f"{defin} (ratio of the medians {tps(b[name][1]) / tps(bare[1]):.3f}). Noise floor: a second "
+                f"{defin1} (ratio of the medians {tps(b[name][1]) / tps(bare[1]):.3f}). Noise floor: a second "
                 f"identical `llama-server` alone gives x{floor:.3f}; `llama-server` alone spreads {spread:.0%} "
-                f"(max - min) between runs. Decode rate per stream {decode_tps(b[name][1]):.1f} vs "
+                f"(max - min) between requests. Decode rate per stream {decode_tps(b[name][1]):.1f} vs "
                 f"{decode_tps(bare[1]):.1f} tokens/s; TTFT p50 {ttft_ms(b[name][1], 50):.0f} vs "
                 f"{ttft_ms(bare[1], 50):.0f} ms"
                 + ("" if name == "gateway" else "; the target is the gateway's, applied here as a check"),
@@ -610,8 +623,9 @@ def build_figures(
         )
     target = f">= {CONCURRENT_RATIO_TARGET}x the llama-cpp-python engine"
     note = (
-        f"{defin}. The deployment's 4 slots decode the 4 streams together; llama-cpp-python's server answers one "
-        f"request at a time (the others queue). `llama-server` alone: {tps(bare[4]):.1f} tokens/s (gateway x"
+        f"{defin}. The deployment's 4 slots decode the 4 streams together on {threads} threads; llama-cpp-python's "
+        f"server answers one request at a time (the others queue) on {LCP_THREADS} (its default n_threads: cores "
+        f"// 2). `llama-server` alone: {tps(bare[4]):.1f} tokens/s (gateway x"
         f"{paired_ratio(gw[4], bare[4]):.3f})"
     )
     metric = "4 streams aggregate tokens/s via gateway"
@@ -655,8 +669,9 @@ def build_figures(
                 "1 stream tokens/s via gateway vs the llama-cpp-python engine",
                 gw[1],
                 lcp[1],
-                f"{defin}; one user alone, before and after the engine change (same llama.cpp sources; "
-                "`llama-server` runs on the physical cores, llama-cpp-python on its default threads). TTFT p50 "
+                f"{defin1}; one user alone, before and after the engine change (same llama.cpp sources; "
+                f"`llama-server` runs on the {threads} physical cores, llama-cpp-python on {LCP_THREADS} thread(s), "
+                "its default n_threads: cores // 2). TTFT p50 "
                 f"{ttft_ms(gw[1], 50):.0f} vs {ttft_ms(lcp[1], 50):.0f} ms",
             )
         )
@@ -695,7 +710,7 @@ def build_figures(
         )
     )
     table = {
-        "title": f"Concurrent streams (max_tokens {MAX_TOKENS}, {RUNS} runs)",
+        "title": f"Concurrent streams (max_tokens {MAX_TOKENS}, {RUNS} runs; 1 stream: {SINGLE_ROUNDS} rounds a run)",
         "columns": [
             "Variant",
             "Streams",
@@ -840,15 +855,17 @@ def main() -> int:
                 stop()
         finally:
             server.stop()
-    figures, tables = build_figures(startup, conc, lcp_problem)
+    figures, tables = build_figures(startup, conc, lcp_problem, info["deployment"]["engine_threads"])
     details: dict[str, Any] = {
         "prompt": f"Story NNNNN. {PROMPT} (NNNNN: a number of its own per request)",
         "max_tokens": MAX_TOKENS,
         "seed": SEED,
         "streams": list(STREAMS),
+        "single_stream_rounds_per_run": SINGLE_ROUNDS,
         **info,
         "llama_cpp_python": venv_version(LCP_VENV, "llama_cpp_python") if not lcp_problem else None,
         "llama_cpp_python_problem": lcp_problem,
+        "llama_cpp_python_threads": LCP_THREADS,
         "bursts": {
             name: {str(n): burst_details(runs) for n, runs in per_n.items()} for name, per_n in conc["bursts"].items()
         },
@@ -859,7 +876,11 @@ def main() -> int:
         "startup_samples_s": {k: [round(v, 4) for v in vs] for k, vs in startup.items()},
     }
     details["background_cpu"] = background = background_summary({**startup_noise, **conc["noise"]}, meter)
-    description = DESCRIPTION
+    description = DESCRIPTION + (
+        f" Versions: `llama-server` {(info.get('llama_server_version') or 'unknown').removeprefix('version: ')} (built "
+        f"from the llama.cpp that llama-cpp-python {SOURCE_VERSION} vendors), llama-cpp-python "
+        f"{details['llama_cpp_python'] or 'not installed'}."
+    )
     if lcp_problem:
         description += f" The llama-cpp-python baseline is MISSING from this run: {lcp_problem}."
     out = write_result("serving", figures, RUNS, details, description, conditions_text(background), tables)

@@ -252,3 +252,26 @@ def test_run_pulls_and_deploys_a_model_that_is_not_there(server: LocalServer, de
     r = server.run("run", name, "Hi", "--max-tokens", "4")  # downloaded, not deployed
     assert r.returncode == 0 and "🚀 Deploying" in r.stderr and "Downloading" not in r.stderr
     server.cli("rm", "--force", GEMMA_REPO)
+
+
+def test_a_message_the_engine_refuses_is_one_notice_and_the_chat_goes_on(
+    server: LocalServer, deployed: str, tmp_path: Path
+) -> None:
+    """A conversation loaded from a transcript that no longer fits the context: the engine refuses
+    the next turn; the chat says why in one notice and goes on (and /clear makes room)."""
+    long = tmp_path / "long.json"
+    history = [
+        {"role": "user", "content": "the sea is wide and blue. " * 1000},
+        {"role": "assistant", "content": "Yes."},
+    ]
+    long.write_text(json.dumps({"version": 1, "model": MODEL, "system": "", "parameters": {}, "messages": history}))
+    child = spawn(server, "--load", str(long), "--max-tokens", "4", "--temperature", "0")
+    try:
+        refused = ask(child, "And the sky?")
+        assert "exceeds the available context size" in refused and "Traceback" not in refused
+        ask(child, "/clear")
+        assert ask(child, "Tell me about the sea.").strip()
+        saved = transcript(child, tmp_path / "after.json")
+        assert [m["content"] for m in saved["messages"] if m["role"] == "user"] == ["Tell me about the sea."]
+    finally:
+        child.close(force=True)

@@ -235,3 +235,11 @@ def test_ps_and_show_give_the_slots_and_context(server: LocalServer, four: dict)
         json.loads(shown.stdout)["deployments"]
     )
     assert f"4 requests at once, {four['context_per_slot']} tokens of context each" in server.cli("show", MODEL).stdout
+
+
+def test_a_prompt_longer_than_the_context_is_one_line_with_the_counts(server: LocalServer, four: dict) -> None:
+    r = server.cli("run", MODEL, "Summarize", "--max-tokens", "4", input="the sea is wide and blue. " * 3000)
+    assert r.exit_code == 2
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1 and "exceeds the available context size (4096 tokens)" in errors[0], r.stderr
+    assert "Traceback" not in r.stderr and "→ shorten the input" in r.stderr

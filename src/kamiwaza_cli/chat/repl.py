@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageError
 from .session import ChatSession, EndpointDown, TranscriptError
 
 EXIT_WORDS = {"/bye", "/exit", "exit", "quit", "q", "/quit"}
@@ -126,6 +127,10 @@ class Repl:
                 if not self._offer_redeploy(str(exc)):
                     return
                 continue
+            except UsageError as exc:  # the engine refused this message: say why, and the chat goes on
+                self._end_line()
+                self.say(f"⚠ {exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
+                return
             break
         self._end_line()
         if reply.interrupted:

@@ -16,10 +16,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageError
+
 DEFAULT_SYSTEM = "You are a helpful AI assistant."
 DEFAULT_MAX_TOKENS = 1024
 INTERRUPTED_MARK = " [interrupted]"
 TRANSCRIPT_VERSION = 1
+
+
+def _engine_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        message = body.get("message") or (body.get("error") or {}).get("message")
+        if message:
+            return str(message)
+    return str(exc)
 
 
 class EndpointDown(Exception):
@@ -152,6 +163,13 @@ class ChatSession:
         except openai.APIStatusError as exc:
             if exc.status_code in (404, 502, 503, 504):
                 raise EndpointDown(f"the model endpoint answered HTTP {exc.status_code}") from exc
+            if exc.status_code == 400:
+                # The engine refused the request itself (a prompt longer than the context, a bad
+                # parameter): its own words are the error, and nothing joins the history.
+                raise UsageError(
+                    f"the model refused the request: {_engine_message(exc)}",
+                    hint="shorten the input or the conversation (/clear), or serve the model with a longer n_ctx",
+                ) from exc
             raise
         finally:
             if stream is not None:
