@@ -129,15 +129,27 @@ def test_only_the_openai_routes_are_reachable_and_paths_cannot_step_out(server: 
 
 
 def test_the_engines_cors_and_server_headers_do_not_reach_the_client(server: LocalServer, four: dict) -> None:
-    origin = {"Origin": "http://evil.example"}
-    preflight = {**origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+    """CORS is the server's: a foreign page is refused outright, a loopback one gets the server's
+    echo of its origin (llama-server's own answer would add credentials), preflights included."""
+    ask = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
     for base in (_gateway(server, four), f"http://127.0.0.1:{four['lb_port']}/v1"):
-        resp = httpx.get(f"{base}/models", headers=origin, timeout=30)
+        foreign = {"Origin": "http://evil.example"}
+        for resp in (
+            httpx.get(f"{base}/models", headers=foreign, timeout=30),
+            httpx.options(f"{base}/chat/completions", headers={**foreign, **ask}, timeout=30),
+        ):
+            assert resp.status_code == 403, (base, resp.status_code)
+            assert not [h for h in resp.headers if h.lower().startswith("access-control-")], resp.headers
+        local = {"Origin": "http://localhost:5173"}
+        resp = httpx.get(f"{base}/models", headers=local, timeout=30)
         assert resp.status_code == 200
-        assert not [h for h in resp.headers if h.lower().startswith("access-control-")], resp.headers
+        cors = {k.lower(): v for k, v in resp.headers.items() if k.lower().startswith("access-control-")}
+        assert cors == {"access-control-allow-origin": "http://localhost:5173"}, resp.headers
         assert "llama" not in resp.headers.get("server", "").lower()
-        answered = httpx.options(f"{base}/chat/completions", headers=preflight, timeout=30)
-        assert not [h for h in answered.headers if h.lower().startswith("access-control-")], answered.headers
+        answered = httpx.options(f"{base}/chat/completions", headers={**local, **ask}, timeout=30)
+        assert answered.status_code == 204
+        assert answered.headers["access-control-allow-origin"] == "http://localhost:5173"
+        assert "access-control-allow-credentials" not in answered.headers
 
 
 def test_a_client_that_disconnects_frees_its_slot(server: LocalServer, single: dict) -> None:

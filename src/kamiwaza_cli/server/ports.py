@@ -3,10 +3,11 @@
 On the platform a deployment's ``lb_port`` is a port on the host that answers the OpenAI
 API (third-party Kamiwaza clients build ``http://host:lb_port/v1`` from it). Here it is a
 second socket of the local server itself, on the server's own host and TLS settings,
-served by the same HTTP stack: a request for ``/v1/...`` on it is handled exactly as
-``/runtime/models/<deployment id>/v1/...`` on the API port, so the server's key policy,
-limits and gateway apply unchanged, and the engine behind it stays on a private loopback
-port with a key only the server knows.
+served by the same HTTP stack (http_limits.py's protocol: the same header, timeout and
+connection limits): a request for ``/v1/...`` on it is handled exactly as
+``/runtime/models/<deployment id>/v1/...`` on the API port, so the server's Host and Origin
+policy, key policy, body limits and gateway apply unchanged, and the engine behind it stays
+on a private loopback port with a key only the server knows.
 
 The supervisor thread calls ``open``/``close``; the sockets are served by the server's
 event loop.
@@ -78,8 +79,12 @@ class DeploymentPorts:
         import uvicorn
         from uvicorn.server import ServerState
 
+        from .http_limits import uvicorn_settings
+
         config = uvicorn.Config(
             _DeploymentApp(self._app, dep_id),
+            **uvicorn_settings(),  # the API port's protocol and limits (its connection cap is shared)
+            host=self._host,  # which tells the protocol whether the Host policy applies
             log_level="warning",
             access_log=False,
             lifespan="off",

@@ -30,8 +30,8 @@ def add_routes(api: APIRouter, ctx: ServerContext) -> None:
     )
     async def runtime(deployment_id: UUID, path: str, request: Request) -> Any:
         if request.method == "OPTIONS":
-            # A browser's preflight is the server's to answer, never an engine's (whose CORS
-            # headers would let any page in): no Access-Control-* headers, so none gets in.
+            # Never an engine's answer (its CORS headers would let any page in). A browser's
+            # preflight never gets here: the Guard answers it, for allowed origins only.
             return Response(status_code=204, headers={"Allow": "GET, POST"})
         raw = request.scope.get("raw_path") or b""
         if _HIDDEN_STEP.search(raw) or any(part in ("", ".", "..") for part in path.split("/")):
