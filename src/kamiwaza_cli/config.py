@@ -4,6 +4,9 @@ Every setting is declared once in ``SETTINGS``; that registry feeds ``--help``
 epilogues and ``kamiwaza config show``. Values are read at call time (never at
 import), so tests and long-lived processes see changes to the environment.
 The config file is ``$KAMIWAZA_HOME/config.json``; it is written atomically.
+
+The state directory is private: created 0700, and every file the CLI puts in it 0600
+(``ensure_home``, ``private_file``); the server makes the same rule its umask.
 """
 
 from __future__ import annotations
@@ -59,6 +62,23 @@ def home() -> Path:
     return Path(raw).expanduser()
 
 
+def ensure_home() -> Path:
+    """The state directory, created 0700 when missing: it holds tokens, the catalog and logs."""
+    path = home()
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Create ``path`` empty with mode 0600 if it does not exist, and tighten it to 0600 if it does.
+
+    For files another library opens by name (prompt_toolkit's history), so they are never created
+    readable by others, whatever the process umask."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    os.chmod(path, 0o600)
+    return path
+
+
 def config_path() -> Path:
     return home() / "config.json"
 
@@ -84,7 +104,7 @@ def read_file() -> dict[str, Any]:
 def write_file(data: dict[str, Any]) -> Path:
     """Atomically replace the config file; mode 0600 because it may hold secrets."""
     path = config_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_home()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as fh:

@@ -33,7 +33,7 @@ def _read() -> dict[str, Any]:
 
 def _write(data: dict[str, Any]) -> None:
     target = path()
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the state directory is private
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".credentials.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o600)

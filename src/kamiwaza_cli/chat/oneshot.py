@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from ..textsafe import safe_text
 from .session import ChatSession, Reply
 
 
@@ -19,9 +20,12 @@ def compose_prompt(stdin_text: str, words: tuple[str, ...] | list[str]) -> str:
 
 def answer(session: ChatSession, prompt: str, *, as_json: bool, out: Any = None) -> Reply:
     out = out or sys.stdout
+    # On a terminal the reply is escaped like everything else printed; into a pipe or a file it
+    # goes as the model wrote it (that is data someone asked for, byte for byte).
+    tty = bool(getattr(out, "isatty", lambda: False)())
 
     def write(piece: str) -> None:
-        out.write(piece)
+        out.write(safe_text(piece, multiline=True) if tty else piece)
         out.flush()
 
     reply = session.reply(prompt, (lambda _piece: None) if as_json else write)

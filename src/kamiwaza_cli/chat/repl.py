@@ -14,7 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..config import private_file
 from ..errors import UsageError
+from ..textsafe import safe_text
 from .session import ChatSession, EndpointDown, TranscriptError
 
 EXIT_WORDS = {"/bye", "/exit", "exit", "quit", "q", "/quit"}
@@ -52,7 +54,7 @@ class Repl:
 
     # I/O
     def say(self, text: str) -> None:
-        print(text, file=self.err, flush=True)
+        print(safe_text(text, multiline=True), file=self.err, flush=True)
 
     def _make_prompt(self) -> Any:
         from prompt_toolkit import PromptSession
@@ -71,8 +73,9 @@ class Repl:
 
         history: Any = InMemoryHistory()
         if self.history_file is not None:
-            self.history_file.parent.mkdir(parents=True, exist_ok=True)
-            history = FileHistory(str(self.history_file))
+            # What was typed is as private as the replies: 0700 directory, 0600 file.
+            self.history_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            history = FileHistory(str(private_file(self.history_file)))
         return PromptSession(history=history, key_bindings=bindings, enable_history_search=False)
 
     def read_message(self) -> str | None:
@@ -141,7 +144,9 @@ class Repl:
     _line_open = False
 
     def _write_token(self, piece: str) -> None:
-        self.out.write(piece)
+        # A reply is the model's text, which a hostile document in the prompt can steer: it may
+        # have lines, but no escape sequences reach the terminal.
+        self.out.write(safe_text(piece, multiline=True))
         self.out.flush()
         self._line_open = not piece.endswith("\n")
 

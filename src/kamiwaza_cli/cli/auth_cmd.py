@@ -6,12 +6,13 @@ grant) and keeps the tokens mode 0600 in ``$KAMIWAZA_HOME/credentials.json``.
 
 from __future__ import annotations
 
+import math
 import sys
 
 import click
 
 from .. import credentials, workflows
-from ..errors import AuthError, UsageError
+from ..errors import AuthError, KamiwazaError, UsageError
 from . import output
 from .models import _connect, json_option
 
@@ -64,6 +65,15 @@ def login(ctx: click.Context, username: str | None, password_stdin: bool, token_
         raise AuthError(
             f"login to {platform.url} failed: wrong username or password", hint="try again with: kamiwaza login"
         ) from exc
+    except KamiwazaError as exc:
+        if getattr(exc.__cause__, "status_code", None) != 429:
+            raise
+        # The platform throttles password guessing: say how long to wait, not "HTTP 429".
+        wait = getattr(exc.__cause__, "retry_after", None)
+        raise AuthError(
+            f"login to {platform.url} refused: too many failed attempts",
+            hint=f"wait {math.ceil(wait)} s, then: kamiwaza login" if wait else "wait a minute, then: kamiwaza login",
+        ) from exc
     credentials.save(platform.url, credentials.record_from_token_response(resp, username, "password"))
     output.info(f"✨ Logged in to {platform.url} as {username}")
 
@@ -98,7 +108,7 @@ def whoami(ctx: click.Context, as_json: bool) -> None:
             }
         )
         return
-    print(user.username)
+    output.line(user.username)
     details = ", ".join(x for x in [user.email or "", "roles: " + ", ".join(user.roles) if user.roles else ""] if x)
     if details:
         output.info(details)

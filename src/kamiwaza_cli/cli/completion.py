@@ -17,6 +17,8 @@ from typing import Any
 import click
 from click.shell_completion import CompletionItem, get_completion_class
 
+from ..textsafe import has_unsafe, safe_text
+
 PROG_NAME = "kamiwaza"
 COMPLETE_VAR = "_KAMIWAZA_COMPLETE"
 SHELLS = ("bash", "zsh", "fish")
@@ -109,9 +111,12 @@ def _matching(items: list[CompletionItem], incomplete: str) -> list[CompletionIt
     seen: set[str] = set()
     out = []
     for item in items:
+        if has_unsafe(str(item.value)):
+            continue  # a name with control characters cannot be typed, and would write to the terminal
         key = str(item.value).lower()
         if key.startswith(wanted) and key not in seen:
             seen.add(key)
+            item.help = safe_text(item.help) if item.help else item.help
             out.append(item)
     return out
 

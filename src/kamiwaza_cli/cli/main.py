@@ -19,6 +19,7 @@ import click
 from .. import __version__
 from .. import config as settings
 from ..errors import EXIT_ERROR, EXIT_INTERRUPTED, KamiwazaError
+from ..textsafe import safe_text
 from . import output
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -43,25 +44,27 @@ _STATE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQ
 
 
 def report(exc: BaseException, debug: bool) -> int:
-    """Print one error the way every command does; return its exit code."""
+    """Print one error the way every command does; return its exit code.
+
+    Messages carry the platform's details (names, engine log lines): escaped, each stays one line."""
     if debug:
         traceback.print_exception(type(exc), exc, exc.__traceback__)
     if isinstance(exc, KamiwazaError):
-        print(f"Error: {exc.message}", file=sys.stderr)
+        print(f"Error: {safe_text(exc.message)}", file=sys.stderr)
         for line in getattr(exc, "log_lines", []):
-            print(f"  | {line}", file=sys.stderr)
+            print(f"  | {safe_text(line)}", file=sys.stderr)
         if exc.hint:
-            print(f"  → {exc.hint}", file=sys.stderr)
+            print(f"  → {safe_text(exc.hint)}", file=sys.stderr)
         return exc.exit_code
     if isinstance(exc, OSError) and exc.errno in _STATE_ERRNOS:
-        where = exc.filename or "a file it needs"
+        where = safe_text(exc.filename or "a file it needs")
         print(f"Error: cannot write {where}: {exc.strerror}", file=sys.stderr)
         print("  → fix its permissions or free space, or use another directory with KAMIWAZA_HOME=DIR", file=sys.stderr)
         return EXIT_ERROR
     if isinstance(exc, (KeyboardInterrupt, click.exceptions.Abort)):
         print("\nInterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(f"Error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+    print(f"Error: unexpected {type(exc).__name__}: {safe_text(exc)}", file=sys.stderr)
     print("  → run again with --debug for the traceback, and report it", file=sys.stderr)
     return EXIT_ERROR
 

@@ -67,7 +67,7 @@ class PullView:
     def update(self, f: workflows.FileProgress) -> None:
         if self.progress is not None:
             if f.file_id not in self.tasks:
-                self.tasks[f.file_id] = self.progress.add_task(f.name, total=f.total, completed=f.done)
+                self.tasks[f.file_id] = self.progress.add_task(output.markup(f.name), total=f.total, completed=f.done)
             self.progress.update(self.tasks[f.file_id], completed=f.done, total=f.total)
             return
         if not f.total:
@@ -229,17 +229,18 @@ def show(ctx: click.Context, model: str, as_json: bool) -> None:
         output.emit_json(details)
         return
     m = details["model"]
-    print(f"Model     {m['name']}")
-    print(f"Repo ID   {m['repo_id']}")
-    print(f"Hub       {m['hub'] or '-'}")
-    print(f"ID        {m['id']}")
-    print(f"Status    {m['status']}")
+    line = output.line  # every value here is the platform's: printed escaped, one line each
+    line(f"Model     {m['name']}")
+    line(f"Repo ID   {m['repo_id']}")
+    line(f"Hub       {m['hub'] or '-'}")
+    line(f"ID        {m['id']}")
+    line(f"Status    {m['status']}")
     if details["quantizations_available"]:
-        print(
+        line(
             f"Quants    {', '.join(details['quantizations_available'])} (downloaded: "
             f"{', '.join(m['quantizations']) or 'none'})"
         )
-    print("Files")
+    line("Files")
     output.table(
         ["  NAME", "SIZE", "SHA256", "STATUS"],
         [
@@ -248,18 +249,18 @@ def show(ctx: click.Context, model: str, as_json: bool) -> None:
         ],
     )
     for fact in details["gguf"]:
-        print(
+        line(
             f"GGUF      {fact['file']}: {fact['architecture'] or '?'} "
             f"{_params(fact['parameters'])}, context {fact['context_length'] or '?'}, "
             f"{fact['quantization'] or '?'}, chat template: {'yes' if fact['chat_template'] else 'no'}"
         )
-    print("Configs")
+    line("Configs")
     for c in details["configs"]:
-        print(f"  {c['name'] or c['id']}{' (default)' if c['default'] else ''}  {c['config'] or ''}")
+        line(f"  {c['name'] or c['id']}{' (default)' if c['default'] else ''}  {c['config'] or ''}")
     for d in details["deployments"]:
         slots = f"{d['slots']} requests at once" if d["slots"] else "requests at once: ?"
         context = f", {d['context_per_slot']} tokens of context each" if d["context_per_slot"] else ""
-        print(f"Serving   {d['id'][:8]} {d['status']}: {slots}{context}")
+        line(f"Serving   {d['id'][:8]} {d['status']}: {slots}{context}")
 
 
 def _params(n: int | None) -> str:

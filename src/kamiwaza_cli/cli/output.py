@@ -2,6 +2,11 @@
 
 One ``Console`` for each stream, made lazily so ``--help`` doesn't pay for rich.
 ``NO_COLOR`` and non-TTY streams get plain text with no escape codes.
+
+Everything printed here passes through ``textsafe.safe_text``: names, ids, error details and
+logs come from the platform (a hub, a URL, another user) and their control characters must reach
+the terminal as visible escapes, never as commands to it. Text handed to rich goes in as ``Text``
+or through ``markup()``, so a ``[bold]`` in a model name is printed, not interpreted.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import os
 import sys
 from datetime import datetime, timezone
 from typing import Any
+
+from ..textsafe import safe_text
 
 _consoles: dict[str, Any] = {}
 quiet = False
@@ -51,10 +58,28 @@ def stderr_is_tty() -> bool:
     return sys.stderr.isatty() and not os.environ.get("NO_COLOR")
 
 
+def clean(value: object) -> str:
+    """One value made safe to print on one line (control characters as visible escapes)."""
+    return safe_text(value)
+
+
+def markup(value: object) -> str:
+    """One value made safe for a rich markup string (progress descriptions, spinner text)."""
+    from rich.markup import escape
+
+    return str(escape(safe_text(value)))
+
+
 def info(message: str) -> None:
-    """A status line on stderr (suppressed by --quiet)."""
+    """A status line on stderr (suppressed by --quiet); the blank lines it starts with are kept."""
     if not quiet:
-        print(message, file=sys.stderr, flush=True)
+        body = message.lstrip("\n")
+        print(message[: len(message) - len(body)] + safe_text(body), file=sys.stderr, flush=True)
+
+
+def line(text: object = "") -> None:
+    """One line of data on stdout, escaped (a newline inside a value cannot start a new line)."""
+    print(safe_text(text))
 
 
 def emit_json(data: Any) -> None:
@@ -64,14 +89,16 @@ def emit_json(data: Any) -> None:
 
 def table(columns: list[str], rows: list[list[str]]) -> None:
     """A table on stdout: rich on a terminal, tab-free aligned plain text in pipes."""
+    rows = [[safe_text(v).replace("\t", "\\t") for v in r] for r in rows]  # a tab would break the columns
     if sys.stdout.isatty():
         from rich.table import Table
+        from rich.text import Text
 
         t = Table(box=None, pad_edge=False, header_style="bold")
         for c in columns:
             t.add_column(c, overflow="fold")
         for r in rows:
-            t.add_row(*r)
+            t.add_row(*(Text(v) for v in r))  # Text, not str: cells are data, never markup
         out_console().print(t)
         return
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]

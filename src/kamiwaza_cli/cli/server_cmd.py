@@ -2,6 +2,11 @@
 
 ``start`` detaches and waits until the server answers (idempotent); ``--foreground``
 runs it in this process for systemd and containers.
+
+The API key is read from a file (``--api-key-file``), stdin (``--api-key -``) or
+``KAMIWAZA_LOCAL_API_KEY``, and handed to the server in its environment. A key written on the
+command line still works, with a warning: it shows in ``ps`` while this command runs, and a
+foreground server re-executes itself so its own argv never holds it.
 """
 
 from __future__ import annotations
@@ -9,11 +14,12 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 
 import click
 
 from .. import config as settings
-from ..errors import NotFound
+from ..errors import NotFound, UsageError
 from ..server import control
 from . import output
 
@@ -25,16 +31,21 @@ def server() -> None:
 
 @server.command()
 @click.option(
-    "--host", default="127.0.0.1", show_default=True, help="Address to bind; anything but loopback needs --api-key."
+    "--host", default="127.0.0.1", show_default=True, help="Address to bind; anything but loopback needs an API key."
 )
 @click.option(
     "--port", type=click.IntRange(1, 65535), default=None, help="Port (default: KAMIWAZA_LOCAL_PORT or 7777)."
 )
 @click.option(
+    "--api-key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Require the key in this file as 'Authorization: Bearer KEY' on every route (or set KAMIWAZA_LOCAL_API_KEY).",
+)
+@click.option(
     "--api-key",
-    envvar="KAMIWAZA_LOCAL_API_KEY",
+    metavar="KEY|-",
     default=None,
-    help="Require this key as 'Authorization: Bearer KEY' on every route.",
+    help="The same key, '-' to read it from stdin; a key written here shows in ps, prefer --api-key-file.",
 )
 @click.option(
     "--user",
@@ -49,6 +60,7 @@ def server() -> None:
 def start(
     host: str,
     port: int | None,
+    api_key_file: Path | None,
     api_key: str | None,
     user: str | None,
     password_stdin: bool,
@@ -59,27 +71,61 @@ def start(
     """Start the local server in the background (no-op if it is already running)."""
     port = port or settings.local_port()
     home = settings.home()
+    key_on_argv = api_key not in (None, "-")
+    key = _read_api_key(api_key_file, api_key, password_stdin)
     password = sys.stdin.readline().rstrip("\n") if password_stdin else os.environ.get("KAMIWAZA_LOCAL_PASSWORD")
+    if key_on_argv:
+        output.info(
+            "Warning: an API key on the command line is visible to other users (ps) and kept in shell "
+            "history; use --api-key-file FILE, --api-key - (stdin) or KAMIWAZA_LOCAL_API_KEY"
+        )
     if foreground:
-        from ..server.__main__ import main as run
-
-        for key, value in (
-            ("KAMIWAZA_LOCAL_API_KEY", api_key),
+        for name, value in (
+            (control.API_KEY_ENV, key),
             ("KAMIWAZA_LOCAL_USER", user),
             ("KAMIWAZA_LOCAL_PASSWORD", password),
         ):
             if value:
-                os.environ[key] = value
+                os.environ[name] = value
         argv = ["--host", host, "--port", str(port), "--home", str(home)]
         if tls_cert and tls_key:
             argv += ["--tls-cert", tls_cert, "--tls-key", tls_key]
+        if key_on_argv:
+            # This process would serve for its whole life with the key in its argv: become the
+            # server afresh, the key in the environment only (same pid, so systemd is none the wiser).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.execv(sys.executable, [sys.executable, "-m", "kamiwaza_cli.server", *argv])
+        from ..server.__main__ import main as run
+
         sys.exit(run(argv))
-    security = control.Security(api_key, user, password, tls_cert, tls_key)
+    security = control.Security(key, user, password, tls_cert, tls_key)
     info, started = control.start(home, host=host, port=port, security=security)
     if started:
         output.info(f"✨ Local server started at {info.url} (pid {info.pid}, logs: {control.log_path(home)})")
     else:
         output.info(f"✨ Local server already running at {info.url} (pid {info.pid})")
+
+
+def _read_api_key(key_file: Path | None, flag: str | None, password_stdin: bool) -> str | None:
+    """The key from --api-key-file, --api-key (``-``: stdin) or the environment, checked; None for none."""
+    if key_file is not None and flag is not None:
+        raise UsageError("give the API key one way: --api-key-file or --api-key, not both")
+    if key_file is not None:
+        try:
+            raw = key_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise UsageError(f"cannot read the API key file {key_file}: {why}") from exc
+        return control.clean_api_key(raw, str(key_file))
+    if flag == "-":
+        if password_stdin:
+            raise UsageError("only one of --api-key - and --password-stdin can read stdin")
+        raw = click.prompt("API key", hide_input=True) if sys.stdin.isatty() else sys.stdin.readline()
+        return control.clean_api_key(raw, "stdin")
+    if flag is not None:
+        return control.clean_api_key(flag, "--api-key")
+    return control.clean_api_key(os.environ.get(control.API_KEY_ENV), control.API_KEY_ENV)
 
 
 @server.command()
@@ -130,14 +176,14 @@ def logs(lines: int, follow: bool) -> None:
     if not path.exists():
         raise NotFound(f"no server log at {path}", hint="start the server with: kamiwaza server start")
     for line in control.tail(home, lines):
-        print(line)
+        output.line(line)
     if follow:
         with path.open(errors="replace") as fh:
             fh.seek(0, os.SEEK_END)
             while True:
                 line = fh.readline()
                 if line:
-                    sys.stdout.write(line)
+                    output.line(line.rstrip("\n"))
                     sys.stdout.flush()
                 else:
                     time.sleep(0.25)

@@ -63,10 +63,10 @@ def run_serve(
                     announced = True
                     output.info(f"🚀 Deploying {event.name}...")
                     if output.stderr_is_tty() and not output.quiet:
-                        spinner = output.err_console().status(event.status)
+                        spinner = output.err_console().status(output.markup(event.status))
                         spinner.start()
                 if spinner is not None:
-                    spinner.update(event.status)
+                    spinner.update(output.markup(event.status))
             elif isinstance(event, workflows.Deployed):
                 deployed = event
     finally:
@@ -244,7 +244,7 @@ def logs(ctx: click.Context, target: str, follow: bool, lines: int) -> None:
     dep = found[-1]
     shown, seen, active = workflows.log_snapshot(platform, str(dep["id"]))
     for line in shown[-lines:]:
-        print(line)
+        output.line(line)  # an engine echoes what it was sent: escape sequences stay visible text
     sys.stdout.flush()
     try:
         while follow:
@@ -253,7 +253,7 @@ def logs(ctx: click.Context, target: str, follow: bool, lines: int) -> None:
             new = total - seen
             if new > 0:
                 for line in current[-new:]:
-                    print(line)
+                    output.line(line)
                 sys.stdout.flush()
                 seen = total
             elif not active:

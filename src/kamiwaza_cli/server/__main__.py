@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 
 from .. import __version__
-from .control import is_loopback, state_path
+from ..errors import UsageError
+from ..textsafe import install_log_escaping
+from .control import API_KEY_ENV, clean_api_key, is_loopback, secure_home, state_path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,8 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     from ..config import home as default_home
 
     home = Path(args.home).expanduser() if args.home else default_home()
-    home.mkdir(parents=True, exist_ok=True)
-    api_key = os.environ.get("KAMIWAZA_LOCAL_API_KEY") or None
+    try:  # the key only ever arrives in the environment: argv is anyone's to read (ps)
+        api_key = clean_api_key(os.environ.get(API_KEY_ENV), API_KEY_ENV)
+    except UsageError as exc:
+        print(f"refusing to start: {exc.message}", file=sys.stderr)
+        return 2
+    secure_home(home)  # 0700, and umask 077 for everything this process and its engines create
     if not is_loopback(args.host) and not api_key:
         print(
             f"refusing to listen on {args.host} without an API key: set KAMIWAZA_LOCAL_API_KEY or use "
@@ -41,15 +47,24 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
 
+    # Names in log lines are data: escaped, a model called "x\n2026-01-01 INFO ..." stays one line.
+    install_log_escaping()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvicorn
 
     from .app import create_app
+    from .http_limits import uvicorn_settings
 
     tls = {"certfile": args.tls_cert, "keyfile": args.tls_key}
+    try:
+        http_settings = uvicorn_settings()  # header/body/connection limits (KAMIWAZA_*_TIMEOUT, ...)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     app = create_app(home, api_key=api_key, host=args.host, tls=tls)
     config = uvicorn.Config(
         app,
+        **http_settings,
         host=args.host,
         port=args.port,
         log_level="warning",

@@ -6,6 +6,10 @@ needs ``Authorization: Bearer <key>``. Started with one local user
 password grant (``POST /auth/token``), refresh (``POST /auth/refresh?refresh_token=``) and
 ``GET /auth/users/me``, so ``kamiwaza login`` works against it. Tokens are HMAC-signed
 with a secret kept in ``$KAMIWAZA_HOME/auth_secret`` (0600), so they survive restarts.
+
+Password guessing is throttled per client address (``LoginThrottle``): after
+``LOGIN_MAX_FAILURES`` failures within ``LOGIN_WINDOW`` seconds the grant answers 429 with
+``Retry-After`` until the oldest of them ages out, without checking the password at all.
 """
 
 from __future__ import annotations
@@ -14,16 +18,76 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import os
 import secrets
+import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ACCESS_TTL = 3600
 REFRESH_TTL = 30 * 24 * 3600
 OPEN_PATHS = ("/api/auth/token", "/api/auth/refresh")
+LOGIN_MAX_FAILURES = 5
+LOGIN_WINDOW = 60.0
+# Addresses remembered at most; past it the quietest are forgotten first (a flood of sources
+# must not grow the server's memory without bound).
+LOGIN_MAX_ADDRESSES = 4096
+
+
+class LoginThrottle:
+    """Failed logins per client address over a sliding window; a success clears the address.
+
+    Keyed by the TCP peer, never by a header the client writes (X-Forwarded-For)."""
+
+    def __init__(
+        self,
+        max_failures: int = LOGIN_MAX_FAILURES,
+        window: float = LOGIN_WINDOW,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_failures = max_failures
+        self.window = window
+        self._clock = clock
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, address: str, now: float) -> deque[float]:
+        times = self._failures.get(address) or deque()
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        return times
+
+    def retry_after(self, address: str) -> int | None:
+        """Whole seconds until ``address`` may try again, or None when it may try now."""
+        with self._lock:
+            now = self._clock()
+            times = self._recent(address, now)
+            if len(times) < self.max_failures:
+                return None
+            return max(1, math.ceil(times[-self.max_failures] + self.window - now))
+
+    def failed(self, address: str) -> int:
+        """Count one failure; returns the failures of ``address`` within the window."""
+        with self._lock:
+            now = self._clock()
+            times = self._recent(address, now)
+            times.append(now)
+            while len(times) > self.max_failures:
+                times.popleft()  # only the last max_failures decide when it may try again
+            self._failures.pop(address, None)
+            self._failures[address] = times  # re-inserted: the dict's order is least recent first
+            while len(self._failures) > LOGIN_MAX_ADDRESSES:
+                del self._failures[next(iter(self._failures))]
+            return len(times)
+
+    def succeeded(self, address: str) -> None:
+        with self._lock:
+            self._failures.pop(address, None)
 
 
 def _b64(data: bytes) -> str:
@@ -53,6 +117,7 @@ class LocalAuth:
     username: str | None = None
     password: str | None = None
     access_ttl: int = ACCESS_TTL
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
     @classmethod
     def from_env(cls, home: Path, api_key: str | None) -> LocalAuth:

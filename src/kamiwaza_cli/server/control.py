@@ -5,6 +5,13 @@ it, and ``stop`` can signal its whole process group, engines included), logs to
 ``$KAMIWAZA_HOME/server.log`` and records itself in ``server.json``. Readiness is
 ``GET /api/ping`` answering; a server that exits while starting is reported with
 the tail of its log. Light imports only: this runs on the CLI's start-up path.
+
+Secrets reach the server through its environment (readable by its owner alone), never its
+argv (``ps`` shows that to everyone). An API key is cleaned and checked here, for the CLI and
+for the server process alike: surrounding whitespace (a key file's newline) is dropped, and an
+empty key, or one that no HTTP header can carry, is refused before anything starts.
+The state directory is private: ``secure_home`` makes it 0700 and the server's umask 077, so
+every file the server or its engines create in it (catalog, logs, blobs) is 0600.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import os
 import signal
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 import time
@@ -50,6 +58,54 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+API_KEY_ENV = "KAMIWAZA_LOCAL_API_KEY"
+
+
+def clean_api_key(raw: str | None, source: str) -> str | None:
+    """The server's API key from ``source`` (a flag, a file, stdin, the environment), or None when
+    none was given; a given key that is empty, blank or not sendable is a usage error."""
+    if raw is None:
+        return None
+    key = raw.strip()
+    if not key:
+        raise UsageError(
+            f"the API key from {source} is empty",
+            hint="put the key in a file and pass --api-key-file FILE, or give no key for a keyless loopback server",
+        )
+    if not all("!" <= c <= "~" or c == " " for c in key):
+        # Clients send it in an Authorization header, where only printable ASCII survives the trip.
+        raise UsageError(
+            f"the API key from {source} has characters other than printable ASCII",
+            hint="use a key like: python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+        )
+    return key
+
+
+def secure_home(home: Path) -> Path:
+    """Make ``home`` private for this process and for what is already in it.
+
+    The umask (077) makes every file and directory created from now on, by this process and the
+    engines it starts, owner-only; a state directory from an older version, or one made by hand,
+    is tightened to 0700 and its files lose their group and other bits (engine binaries keep
+    their owner's execute bit). Symbolic links are left alone: their targets are not ours."""
+    os.umask(0o077)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for root, dirs, files in os.walk(home):
+        for name in [*dirs, *files]:
+            _drop_group_other(Path(root) / name)
+    _drop_group_other(home)
+    return home
+
+
+def _drop_group_other(path: Path) -> None:
+    try:
+        st = path.lstat()
+        if not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077:
+            os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o077)
+    except OSError:
+        pass  # vanished meanwhile, or not ours: the umask still covers what we create
 
 
 def state_path(home: Path) -> Path:
@@ -142,7 +198,14 @@ class Security:
 def start(
     home: Path, host: str = "127.0.0.1", port: int = 7777, security: Security | None = None, timeout: float = 30.0
 ) -> tuple[ServerInfo, bool]:
-    """Start the server detached and wait until it answers; returns (info, started_now)."""
+    """Start the server detached and wait until it answers; returns (info, started_now).
+
+    The API key is ``security.api_key`` or else ``KAMIWAZA_LOCAL_API_KEY``; it reaches the server
+    process in its environment."""
+    security = security or Security()
+    api_key = clean_api_key(
+        security.api_key if security.api_key is not None else os.environ.get(API_KEY_ENV), API_KEY_ENV
+    )
     current = status(home)
     if current is not None:
         if current.port != port or current.host != host:
@@ -152,18 +215,17 @@ def start(
             )
         if ping(current.url, timeout=2.0):
             return current, False
-    security = security or Security()
-    if not is_loopback(host) and not security.api_key:
+    if not is_loopback(host) and not api_key:
         raise UsageError(
             f"refusing to listen on {host} without an API key",
-            hint=f"use: kamiwaza server start --host {host} --api-key KEY (or KAMIWAZA_LOCAL_API_KEY)",
+            hint=f"use: kamiwaza server start --host {host} --api-key-file FILE (or KAMIWAZA_LOCAL_API_KEY)",
         )
     if not _port_free(host, port):
         raise UsageError(
             f"port {port} on {host} is already in use by another program",
             hint="pick another with: kamiwaza server start --port PORT",
         )
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
     if security.user and not security.password:
         raise UsageError(
             "a local user needs a password", hint="pass it with --password-stdin or KAMIWAZA_LOCAL_PASSWORD"
@@ -171,8 +233,9 @@ def start(
     if bool(security.tls_cert) != bool(security.tls_key):
         raise UsageError("TLS needs both --tls-cert and --tls-key")
     env = dict(os.environ)
+    env.pop(API_KEY_ENV, None)  # exactly the key checked above, or none
     for key, value in (
-        ("KAMIWAZA_LOCAL_API_KEY", security.api_key),
+        (API_KEY_ENV, api_key),
         ("KAMIWAZA_LOCAL_USER", security.user),
         ("KAMIWAZA_LOCAL_PASSWORD", security.password),
     ):
@@ -187,7 +250,8 @@ def start(
             "--tls-key",
             str(Path(security.tls_key).resolve()),
         ]
-    with log.open("ab") as out:
+    # Created 0600 here, by the CLI: the server tightens its home too, but only once it runs.
+    with os.fdopen(os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as out:
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -197,9 +261,7 @@ def start(
             start_new_session=True,
             close_fds=True,
         )
-    info = ServerInfo(
-        proc.pid, host, port, time.time(), bool(security.api_key or security.user), bool(security.tls_cert)
-    )
+    info = ServerInfo(proc.pid, host, port, time.time(), bool(api_key or security.user), bool(security.tls_cert))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
