@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ENGINE := $(VENV)/bin/llama-server
 ENGINE_BUILD := src/kamiwaza_cli/server/engines/build.py
 
-.PHONY: install test demo lint bench clean docs
+.PHONY: install test demo lint bench bench-install clean docs
 
 # The Python packages and the engine build side by side: pip mostly waits on the network.
 install:
@@ -47,6 +47,11 @@ bench: install
 	$(PY) -m bench.pull
 	$(PY) -m bench.api
 	$(PY) -m bench.reliability
+	$(PY) -m bench.report
+
+# Two clean-clone installs with cold caches (this tree and the last llama-cpp-python one): ~15 min.
+bench-install: install
+	$(PY) -m bench.install
 	$(PY) -m bench.report
 
 clean:

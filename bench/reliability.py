@@ -33,6 +33,23 @@ PARTS = {
     "test_load": ("load held (1000 mixed API calls at 32 clients, 4 concurrent chats, no growth)", "all pass"),
     "test_bad_input_matrix": ("bad-input cases (every command and route)", f"all pass, >= {BAD_INPUT_MIN_CASES}"),
     "test_security": ("security checks (API key, loopback, no shell strings, 0600 secrets)", "all pass"),
+    "test_security_http": (
+        "attacks on the HTTP front (DNS rebinding Host, foreign Origin, 1 MiB header, 60 MB unauthenticated body, "
+        "slow clients, connection flood)",
+        "all pass",
+    ),
+    "test_security_downloads": (
+        "hostile hubs and URLs (colliding names, oversized and endless bodies, disk reserve, slow URLs, leaky errors)",
+        "all pass",
+    ),
+    "test_security_admission": (
+        "admission control (memory check, engine cap, context bound, disconnect cancels)",
+        "all pass",
+    ),
+    "test_security_secrets": (
+        "secrets and terminals (key never in argv, blank keys, 0700/0600, login throttle, escape codes)",
+        "all pass",
+    ),
 }
 
 DESCRIPTION = (

@@ -36,6 +36,11 @@ _SCRUB = (
     "KAMIWAZA_DEBUG",
     "KAMIWAZA_LOCAL_API_KEY",
     "KAMIWAZA_LOCAL_PORT",
+    # the server's own limits and policies: a developer's shell must not loosen the test servers'
+    "KAMIWAZA_ALLOWED_ORIGINS",
+    "KAMIWAZA_HEADER_TIMEOUT",
+    "KAMIWAZA_BODY_TIMEOUT",
+    "KAMIWAZA_MAX_CONNECTIONS",
     "HF_TOKEN",
     "NO_COLOR",
 )
