@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "DEFAULT_ALIGNMENT",
@@ -193,6 +193,10 @@ class GGUFInfo:
     quantization: str | None
     has_chat_template: bool
     chat_template: str | None
+    # Bytes of tensor data per ggml type id (what the weights take once loaded); a tensor of a
+    # type this module does not know is left out, and then tensor_bytes is None.
+    tensor_bytes_by_type: dict[int, int] = field(default_factory=dict)
+    tensor_bytes: int | None = None
 
 
 def is_gguf_prefix(first_bytes: bytes) -> bool:
@@ -440,6 +444,7 @@ def _parse(r: _Reader, display: str, size: int) -> GGUFInfo:
     parameter_count = 0
     data_end = 0
     sizes_known = True
+    bytes_by_type: dict[int, int] = {}
     for _ in range(tensor_count):
         tensor_name = r.string()
         n_dims = r.u32()
@@ -466,7 +471,9 @@ def _parse(r: _Reader, display: str, size: int) -> GGUFInfo:
                 f"tensor {tensor_name!r} row of {dims[0]} elements is not a multiple of "
                 f"the block size {block_elements} of ggml type {ggml_type}"
             )
-        data_end = max(data_end, offset + n_elements // block_elements * block_bytes)
+        nbytes = n_elements // block_elements * block_bytes
+        bytes_by_type[ggml_type] = bytes_by_type.get(ggml_type, 0) + nbytes
+        data_end = max(data_end, offset + nbytes)
 
     header_end = r.offset
     data_offset = -(-header_end // alignment) * alignment
@@ -501,4 +508,6 @@ def _parse(r: _Reader, display: str, size: int) -> GGUFInfo:
         quantization=quantization_label(file_type) if file_type is not None else None,
         has_chat_template=bool(chat_template),
         chat_template=chat_template,
+        tensor_bytes_by_type=bytes_by_type,
+        tensor_bytes=sum(bytes_by_type.values()) if sizes_known else None,
     )

@@ -13,6 +13,18 @@ active are restored: a surviving orphan process is killed first, then re-spawned
 Each engine listens on a private loopback port with a random key that only this server
 knows (``engine(dep_id)`` gives both to the gateway); the deployment's public ``lb_port``
 is a listener of the server itself (ports.py), opened at spawn and closed at stop.
+
+Admission: ``deploy`` refuses (``AdmissionRefused``) a deployment beyond ``KAMIWAZA_MAX_ENGINES``
+engines (default 4) or one whose memory estimate (memory.py) does not fit. What is free is the
+machine's available memory minus what the other deployments hold that it does not show yet:
+the whole estimate of those still starting (an engine allocates its KV cache while loading, so
+a burst of deploys would all see the same free memory: 12 requests once started 14 engines), the
+prompt cache of running ones (it fills up with use), and the weights of every engine, which are
+mapped from the file and so counted as reclaimable page cache by the kernel. A second engine of
+the same file shares those pages. The check and the new
+row happen under one lock, so concurrent deploys see each other. ``KAMIWAZA_MEMORY_AVAILABLE_BYTES``
+replaces the measured figure by a fixed budget for all engines (every estimate counts against it
+in full): it is meant for tests, which need a machine of a known size.
 """
 
 from __future__ import annotations
@@ -33,7 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import portable
-from . import engines
+from . import engines, memory
+from .engines import llamacpp
 from .ports import DeploymentPorts
 from .store import Store, new_id, now
 
@@ -43,6 +56,14 @@ ACTIVE = ("REQUESTED", "DEPLOYING", "INITIALIZING", "DEPLOYED")
 STALL_TIMEOUT = 120.0  # no health and no new log output for this long: STARTUP_TIMEOUT
 STOP_GRACE = 5.0
 TAIL_LINES = 12
+
+DEFAULT_MAX_ENGINES = 4
+MAX_ENGINES_ENV = "KAMIWAZA_MAX_ENGINES"
+MEMORY_ENV = "KAMIWAZA_MEMORY_AVAILABLE_BYTES"
+NEXT_STEP_MEMORY = (
+    "deploy with a smaller context (n_ctx in the model config), fewer slots (kamiwaza serve --parallel 1), "
+    "or stop a deployment (kamiwaza stop NAME)"
+)
 
 # Credentials of the server (and of the hub) that an engine process never needs.
 SECRET_ENV = ("KAMIWAZA_LOCAL_API_KEY", "KAMIWAZA_LOCAL_PASSWORD", "KAMIWAZA_API_KEY", "KAMIWAZA_API_TOKEN", "HF_TOKEN")
@@ -83,6 +104,58 @@ def tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
     return [ln for ln in text.splitlines() if ln.strip()][-lines:]
 
 
+class AdmissionRefused(Exception):
+    """A deploy beyond the engine cap or the free memory; the message has the numbers and a next step."""
+
+
+def max_engines() -> int:
+    raw = os.environ.get(MAX_ENGINES_ENV, "").strip()
+    try:
+        value = int(raw) if raw else DEFAULT_MAX_ENGINES
+    except ValueError:
+        value = 0
+    if value < 1:
+        log.warning("%s=%r is not a positive whole number; using %d", MAX_ENGINES_ENV, raw, DEFAULT_MAX_ENGINES)
+        return DEFAULT_MAX_ENGINES
+    return value
+
+
+def memory_budget() -> int | None:
+    """The fixed memory budget of ``KAMIWAZA_MEMORY_AVAILABLE_BYTES`` (tests), else None."""
+    raw = os.environ.get(MEMORY_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        return max(0, int(raw))
+    except ValueError:
+        log.warning("%s=%r is not a number of bytes; measuring the free memory instead", MEMORY_ENV, raw)
+        return None
+
+
+def available_memory() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """What a deployment was admitted with: its estimate and the weights file it maps."""
+
+    estimate: memory.MemoryEstimate
+    model_file: str
+
+
+def estimate_deployment(
+    model_file: Path, config: dict[str, Any], slots: int | None, projector: Path | None
+) -> memory.MemoryEstimate:
+    """The estimate for the slots and context the engine will be launched with (llama.cpp's plan);
+    EngineUnavailable for a config the engine refuses."""
+    info = llamacpp.read_info(model_file)
+    slots, per_slot = llamacpp.plan(config, slots, info)
+    return memory.estimate(model_file, slots=slots, context_per_slot=per_slot, projector=projector, info=info)
+
+
 @dataclass(frozen=True)
 class EngineAddress:
     port: int
@@ -114,6 +187,9 @@ class Supervisor:
         self._running: dict[str, subprocess.Popen[bytes]] = {}
         self._engines: dict[str, EngineAddress] = {}
         self._lock = threading.Lock()
+        # Serializes admission (check + insert) of concurrent deploys; held only for catalog work.
+        self._admission = threading.Lock()
+        self._admitted: dict[str, Admitted] = {}
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
 
@@ -133,20 +209,93 @@ class Supervisor:
         max_concurrent_requests: int | None = None,
         force_cpu: bool = False,
     ) -> str:
-        dep_id = self.store.insert_deployment(
-            m_id=model["id"],
-            m_config_id=config["id"],
-            m_file_id=file_row["id"],
-            m_name=model["name"],
-            engine_name=engine_name,
-            status="REQUESTED",
-            requested_port=requested_port or None,
-            max_concurrent_requests=max_concurrent_requests,
-            force_cpu=force_cpu,
+        """Admit and queue a deployment; AdmissionRefused past the engine cap or the free memory,
+        EngineUnavailable for a config the engine refuses (both before any row or process exists)."""
+        model_file = Path(file_row["storage_location"] or "")
+        # The header is read outside the lock: concurrent deploys only wait for each other's catalog work.
+        need = estimate_deployment(
+            model_file, dict(config.get("config") or {}), max_concurrent_requests, self._projector(model["id"])
         )
+        with self._admission:
+            self._admit(str(model["name"]), str(model_file), need)
+            dep_id = self.store.insert_deployment(
+                m_id=model["id"],
+                m_config_id=config["id"],
+                m_file_id=file_row["id"],
+                m_name=model["name"],
+                engine_name=engine_name,
+                status="REQUESTED",
+                requested_port=requested_port or None,
+                max_concurrent_requests=max_concurrent_requests,
+                force_cpu=force_cpu,
+            )
+            self._admitted[dep_id] = Admitted(need, str(model_file))
         self.store.update_deployment(dep_id, log_path=str(self.log_path(dep_id)))
         self._requests.put(dep_id)
         return dep_id
+
+    def _admit(self, name: str, model_file: str, need: memory.MemoryEstimate) -> None:
+        """Raise AdmissionRefused unless one more engine, of this estimate, fits. Under ``_admission``."""
+        active = [d for d in self.store.list_deployments() if d["status"] in ACTIVE]
+        cap = max_engines()
+        if len(active) >= cap:
+            raise AdmissionRefused(
+                f"cannot deploy {name}: this server runs at most {cap} engines at once and {len(active)} are "
+                f"running or starting; stop one first (kamiwaza ps, then kamiwaza stop NAME), "
+                f"or allow more with {MAX_ENGINES_ENV}"
+            )
+        active_ids = {d["id"] for d in active}
+        for gone in [dep_id for dep_id in self._admitted if dep_id not in active_ids]:
+            del self._admitted[gone]
+        budget = memory_budget()
+        measured = available_memory() if budget is None else budget
+        held, mapped = 0, {}
+        for dep in active:
+            admitted = self._admitted.get(dep["id"]) or self._admitted_from_row(dep)
+            mapped[admitted.model_file] = admitted.estimate.weights
+            if budget is not None or dep["status"] != "DEPLOYED":
+                held += admitted.estimate.without_weights
+            else:
+                # A running engine's KV cache and buffers are gone from the measured figure already;
+                # its prompt cache fills up later, with use.
+                held += admitted.estimate.prompt_cache
+        held += sum(mapped.values())
+        needed = need.without_weights if model_file in mapped else need.total
+        free = measured - held
+        if needed <= free:
+            return
+        parts = need.describe(weights=model_file not in mapped)
+        if model_file in mapped:
+            parts += f"; its weights, {memory.human(need.weights)}, are loaded already"
+        if budget is not None:
+            source = f"a budget of {memory.human(measured)} set by {MEMORY_ENV}"
+        else:
+            source = f"{memory.human(measured)} available"
+        if active:
+            plural = "deployment" if len(active) == 1 else "deployments"
+            source += f", {memory.human(held)} of it held by {len(active)} other {plural}"
+        raise AdmissionRefused(
+            f"not enough memory to deploy {name}: it needs {memory.human(needed)} ({parts}) and "
+            f"{memory.human(max(free, 0))} is free for it ({source}); {NEXT_STEP_MEMORY}"
+        )
+
+    def _admitted_from_row(self, dep: dict[str, Any]) -> Admitted:
+        """The estimate of a deployment admitted before this server started (restored), computed once."""
+        file_row = self.store.get_file(dep["m_file_id"]) or {}
+        config_row = self.store.get_config(dep["m_config_id"]) or {}
+        model_file = Path(file_row.get("storage_location") or "")
+        try:
+            need = estimate_deployment(
+                model_file,
+                dict(config_row.get("config") or {}),
+                dep["max_concurrent_requests"],
+                self._projector(dep["m_id"]),
+            )
+        except engines.EngineUnavailable:
+            need = memory.estimate(model_file, slots=1, context_per_slot=0)
+        admitted = Admitted(need, str(model_file))
+        self._admitted[dep["id"]] = admitted
+        return admitted
 
     def log_path(self, dep_id: str) -> Path:
         return self.logs_dir / f"{dep_id}.log"

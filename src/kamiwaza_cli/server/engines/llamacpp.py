@@ -5,7 +5,10 @@ RamaLama run, with parallel slots and continuous batching.
 - threads: the machine's physical cores (``n_threads`` in the model config overrides);
 - slots: ``max_concurrent_requests`` of the deployment (default 4), each with the whole
   per-slot context (``n_ctx``, default 4096, never above the model's trained length), so
-  four users get four streams at once instead of a queue;
+  four users get four streams at once instead of a queue; ``plan`` decides both, before a
+  deploy is admitted (the memory check) and at launch, so the two never differ;
+- the host prompt cache (``--cache-ram``): as large as the KV cache (server/memory.py), not
+  llama-server's 8 GiB default, so an engine stays within what its deploy was admitted for;
 - chat template: the GGUF's own Jinja template; for a GGUF without one, llama.cpp's built-in
   template for its architecture (a base model framed as llama-2 gives empty replies);
   ``chat_template`` in the config overrides either way (a built-in name or Jinja source);
@@ -32,6 +35,7 @@ from typing import Any
 
 from ... import portable
 from ...gguf import GGUFError, GGUFInfo, read_gguf
+from .. import memory
 from . import Deployment, EngineUnavailable, LaunchSpec
 from .build import BINARY
 
@@ -121,7 +125,25 @@ def _int(config: Mapping[str, Any], *keys: str) -> int | None:
 
 def plan_context(config: Mapping[str, Any], trained: int | None) -> int:
     wanted = _int(config, "n_ctx", "max_model_len") or DEFAULT_CONTEXT
+    if wanted < 0:
+        raise EngineUnavailable(f"model config field 'n_ctx' must be a positive number of tokens, not {wanted}")
     return min(wanted, trained) if trained else wanted
+
+
+def plan(config: Mapping[str, Any], slots: int | None, info: GGUFInfo | None) -> tuple[int, int]:
+    """(slots, context per slot) of a deployment: the deployment's slots, else the config's, else 4;
+    the config's context capped at the model's trained length."""
+    slots = slots or _int(config, "max_concurrent_requests", "n_parallel") or DEFAULT_SLOTS
+    if not 1 <= slots <= MAX_SLOTS:
+        raise EngineUnavailable(f"max_concurrent_requests must be between 1 and {MAX_SLOTS}, not {slots}")
+    return slots, plan_context(config, info.context_length if info else None)
+
+
+def read_info(model_file: Path) -> GGUFInfo | None:
+    try:
+        return read_gguf(model_file)
+    except (GGUFError, OSError):
+        return None  # let llama.cpp say what is wrong with the file
 
 
 class LlamaCpp:
@@ -146,14 +168,8 @@ class LlamaCpp:
         if binary is None:
             self.check_installed()
         assert binary is not None
-        try:
-            info: GGUFInfo | None = read_gguf(model_file)
-        except (GGUFError, OSError):
-            info = None  # let llama.cpp say what is wrong with the file
-        slots = deployment.slots or _int(config, "max_concurrent_requests", "n_parallel") or DEFAULT_SLOTS
-        if not 1 <= slots <= MAX_SLOTS:
-            raise EngineUnavailable(f"max_concurrent_requests must be between 1 and {MAX_SLOTS}, not {slots}")
-        per_slot = plan_context(config, info.context_length if info else None)
+        info = read_info(model_file)
+        slots, per_slot = plan(config, deployment.slots, info)
         threads = _int(config, "n_threads") or portable.physical_cores()
         alias = str(config.get("model_alias") or model_file.stem)
         argv = [
@@ -170,6 +186,9 @@ class LlamaCpp:
             "--no-kv-unified",
             "--no-webui",
         ]  # fmt: skip
+        if info is not None:
+            kv = memory.kv_cache_bytes(info, slots=slots, context_per_slot=per_slot)
+            argv += ["--cache-ram", str(memory.prompt_cache_bytes(kv) // memory.MIB)]
         argv += self._template_args(config, info)
         embeddings = bool(config.get("embeddings")) or is_embedding_model(info)
         if embeddings:

@@ -1,5 +1,10 @@
 """``/api/serving/*``: deploying a model on an engine, and the deployments, their status, logs,
 instances and health, as the platform shapes them.
+
+A deploy the server cannot take (past the engine cap, or more memory than is free: see
+supervisor.py) is refused with 409 and a one-line detail with the numbers and the next step,
+before any deployment row or engine exists; the platform's spec lists 409 among the synchronous
+admission errors of ``deploy_model``, and the CLI prints such a detail as its one error line.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from pydantic import BaseModel, Field
 from ... import quantization
 from .. import engines
 from ..engines.llamacpp import MAX_SLOTS
-from ..supervisor import ACTIVE, is_projector, port_is_free, tail
+from ..supervisor import ACTIVE, AdmissionRefused, is_projector, port_is_free, tail
 from .context import ServerContext, need_deployment, need_model
 from .shapes import deployment_json, instance_json, raw_json
 
@@ -70,15 +75,20 @@ def add_routes(api: APIRouter, ctx: ServerContext) -> None:
             raise HTTPException(400, str(exc)) from exc
         if body.lb_port and not port_is_free(body.lb_port):
             raise HTTPException(409, f"port {body.lb_port} is already in use")
-        return ctx.supervisor.deploy(
-            model=model,
-            config=config,
-            file_row=file_row,
-            engine_name=engine.name,
-            requested_port=body.lb_port or None,
-            max_concurrent_requests=body.max_concurrent_requests,
-            force_cpu=body.force_cpu,
-        )
+        try:
+            return ctx.supervisor.deploy(
+                model=model,
+                config=config,
+                file_row=file_row,
+                engine_name=engine.name,
+                requested_port=body.lb_port or None,
+                max_concurrent_requests=body.max_concurrent_requests,
+                force_cpu=body.force_cpu,
+            )
+        except AdmissionRefused as exc:
+            raise HTTPException(409, str(exc)) from exc
+        except engines.EngineUnavailable as exc:  # a config the engine refuses (slots, context)
+            raise HTTPException(400, str(exc)) from exc
 
     @api.get("/api/serving/deployments")
     async def list_deployments(model_id: UUID | None = None) -> Response:  # async: a hot read-only route
