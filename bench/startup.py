@@ -57,7 +57,9 @@ PEERS_VENV = BENCH_DIR / ".venv-peers"
 PEERS = ("ramalama", "llm")
 
 HELP_RATIO_TARGET = 2.0
-SDK_ADDED_S_TARGET = 0.25
+# list and ps use the SDK but not openai, which the SDK imports eagerly: kamiwaza_cli/sdkimport.py
+# defers it (and the SDK's services the CLI never calls) until first use.
+SDK_RATIO_TARGET = 0.6
 
 DESCRIPTION = (
     "Wall time of short `kamiwaza` commands (the venv's `kamiwaza` script, output to /dev/null) against the "
@@ -205,23 +207,23 @@ def build_figures(
             )
         )
     for name in ("kamiwaza list", "kamiwaza ps"):
-        diff = paired_diff(name, "import kamiwaza_sdk")
-        what = "one model pulled" if name.endswith("list") else "one deployment running (two API calls)"
+        ratio = paired_ratio(name, "import kamiwaza_sdk")
+        what = "one model pulled" if name.endswith("list") else "one deployment running"
         figures.append(
             figure(
                 f"`{name}` wall time",
                 med[name] * 1000,
                 med["import kamiwaza_sdk"] * 1000,
                 "ms",
-                f"<= +{SDK_ADDED_S_TARGET * 1000:.0f} ms over `import kamiwaza_sdk`",
-                diff <= SDK_ADDED_S_TARGET,
-                f'against the local server, {what}; baseline `python -c "import kamiwaza_sdk"`; diff = median of '
-                f"the {RUNS} per-run differences, ratio = median of the per-run ratios; "
-                f"{others(name, 'python -c pass', 'import click, rich')}; "
+                f"<= {SDK_RATIO_TARGET:g}x `import kamiwaza_sdk`",
+                ratio <= SDK_RATIO_TARGET,
+                f'against the local server, {what}; baseline `python -c "import kamiwaza_sdk"` (which imports '
+                f"openai; the CLI defers it: sdkimport.py); ratio = median of the {RUNS} per-run ratios, diff = "
+                f"median of the per-run differences; {others(name, 'python -c pass', 'import click, rich')}; "
                 f"max - min over the runs {spread[name]:.0f} ms",
                 digits=1,
-                ratio=paired_ratio(name, "import kamiwaza_sdk"),
-                diff=diff * 1000,
+                ratio=ratio,
+                diff=paired_diff(name, "import kamiwaza_sdk") * 1000,
             )
         )
     for name, base in (("import click, rich", "python -c pass"), ("import kamiwaza_sdk", "python -c pass")):

@@ -13,6 +13,6 @@ for v in $(printf '%s\n' "$LOWEST" "$NEWEST" | sort -u); do
     continue
   fi
   "$PY" -m pip install --quiet "kamiwaza-sdk==$v"
-  "$PY" -m pytest -q tests/test_sdk_models.py tests/test_serving.py tests/test_contract.py tests/test_auth.py
+  "$PY" -m pytest -q tests/test_sdk_models.py tests/test_serving.py tests/test_contract.py tests/test_auth.py tests/test_sdkimport.py
 done
 "$PY" -m pip install --quiet "kamiwaza-sdk==$INSTALLED"

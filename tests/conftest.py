@@ -36,6 +36,11 @@ _SCRUB = (
     "KAMIWAZA_DEBUG",
     "KAMIWAZA_LOCAL_API_KEY",
     "KAMIWAZA_LOCAL_PORT",
+    "KAMIWAZA_LOCAL_USER",
+    "KAMIWAZA_LOCAL_PASSWORD",
+    "KAMIWAZA_RUNTIME_BASE_URL",
+    "KAMIWAZA_PUBLIC_API_URL",
+    "KAMIWAZA_USE_HTTPS",
     # the server's own limits and policies: a developer's shell must not loosen the test servers'
     "KAMIWAZA_ALLOWED_ORIGINS",
     "KAMIWAZA_HEADER_TIMEOUT",

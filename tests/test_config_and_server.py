@@ -69,6 +69,11 @@ def listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+# The settings these tests leave alone (output, chat history, the local server's secrets, the SDK's own).
+OTHERS = {k: "default" for k in ("no_color", "no_history", "local_api_key", "local_user", "local_password",
+                                 "runtime_base_url", "public_api_url", "use_https")}
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "kw-home"
@@ -82,7 +87,7 @@ def test_config_show_defaults(tmp_path: Path) -> None:
     rows = show_json({"HOME": str(tmp_path)})
     assert {k: r["source"] for k, r in rows.items()} == {
         "home": "default", "base_url": "default", "local_port": "default", "platform": "default", "api_key": "default",
-        "verify_ssl": "default", "ca_bundle": "default", "timeout": "default", "debug": "default"}
+        "verify_ssl": "default", "ca_bundle": "default", "timeout": "default", "debug": "default", **OTHERS}
     assert rows["home"]["value"] == str(tmp_path / ".kamiwaza")
     assert rows["base_url"]["value"] == "http://127.0.0.1:7777/api"
     assert rows["local_port"]["value"] == "7777"
@@ -96,7 +101,7 @@ def test_config_show_env(home: Path) -> None:
                       "KAMIWAZA_DEBUG": "1"})
     assert {k: r["source"] for k, r in rows.items()} == {
         "home": "env", "base_url": "env", "local_port": "env", "platform": "default", "api_key": "env",
-        "verify_ssl": "default", "ca_bundle": "default", "timeout": "default", "debug": "env"}
+        "verify_ssl": "default", "ca_bundle": "default", "timeout": "default", "debug": "env", **OTHERS}
     assert rows["home"]["value"] == str(home)
     assert rows["base_url"]["value"] == "https://env.example/api"  # normalized to end in /api
     assert rows["local_port"]["value"] == "7799"
@@ -110,7 +115,7 @@ def test_config_show_file(home: Path) -> None:
     rows = show_json({"KAMIWAZA_HOME": str(home)})
     assert {k: r["source"] for k, r in rows.items()} == {
         "home": "env", "base_url": "file", "local_port": "file", "platform": "file", "api_key": "file",
-        "verify_ssl": "default", "ca_bundle": "default", "timeout": "default", "debug": "file"}
+        "verify_ssl": "default", "ca_bundle": "default", "timeout": "default", "debug": "file", **OTHERS}
     assert rows["base_url"]["value"] == "https://file.example/api"
     assert rows["local_port"]["value"] == "7788"
     assert "file-secret" not in rows["api_key"]["value"]

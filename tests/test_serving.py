@@ -131,6 +131,30 @@ def test_cli_serve_reuses_ps_logs(server: LocalServer, deployment: str, model_na
     assert logs.exit_code == 0 and 0 < len(logs.stdout.splitlines()) <= 5
 
 
+def _requests(r) -> list[str]:  # type: ignore[no-untyped-def]
+    """The platform requests a command made, as "METHOD /path" (KAMIWAZA_DEBUG prints each one)."""
+    sent = [line.split("→ ", 1)[1].split(" ", 1) for line in r.stderr.splitlines() if line.startswith("→ ")]
+    return [f"{method} {url.split('/api', 1)[1]}" for method, url in sent]
+
+
+def test_hot_paths_make_the_minimum_requests(server: LocalServer, deployment: str, model_name: str,
+                                             tiny_files: dict[str, Path]) -> None:  # fmt: skip
+    debug = {"KAMIWAZA_DEBUG": "1"}
+    run = server.cli("run", model_name, "Say hi", "--max-tokens", "4", env=debug)
+    assert run.exit_code == 0, run.stderr
+    # one model list to resolve the name, one deployment list (the endpoint comes with it)
+    assert _requests(run) == ["GET /models/", "GET /serving/deployments"], run.stderr
+    ps = server.cli("ps", "--json", env=debug)
+    assert _requests(ps) == ["GET /serving/deployments"], ps.stderr
+    pull = server.cli("pull", str(tiny_files["q8"]), env=debug)
+    assert pull.exit_code == 0, pull.stderr
+    sent = _requests(pull)
+    assert sent.count("GET /models/") == 1, sent  # the list, once
+    assert sent[:4] == ["GET /models/", "POST /models/search/", "POST /model_files/search/", "POST /models/download/"]
+    assert sent[-1].startswith("GET /models/") and sent[-1] != "GET /models/"  # the pulled model, once
+    assert set(sent[4:-1]) == {"GET /model_files/download_status/"}, sent
+
+
 def test_engine_killed_is_failed_then_serve_again(
     server: LocalServer,
     client,

@@ -4,6 +4,8 @@ Every setting is declared once in ``SETTINGS``; that registry feeds ``--help``
 epilogues and ``kamiwaza config show``. Values are read at call time (never at
 import), so tests and long-lived processes see changes to the environment.
 The config file is ``$KAMIWAZA_HOME/config.json``; it is written atomically.
+The CLI's code reads no environment variable itself: every one goes through an accessor here
+(the server process, started with its own argv and environment, reads its own in server/).
 
 The state directory is private: created 0700, and every file the CLI puts in it 0600
 (``ensure_home``, ``private_file``); the server makes the same rule its umask.
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ class Setting:
     help: str
     default: str | None = None
     secret: bool = False
+    in_file: bool = True  # False: the environment alone (secrets handed to a process, the SDK's own variables)
 
 
 SETTINGS: dict[str, Setting] = {
@@ -45,6 +47,15 @@ SETTINGS: dict[str, Setting] = {
         Setting("ca_bundle", "KAMIWAZA_CA_BUNDLE", "CA bundle file to verify the platform's certificate with"),
         Setting("timeout", "KAMIWAZA_TIMEOUT", "Seconds to wait for the platform to answer a request", "120"),
         Setting("debug", "KAMIWAZA_DEBUG", "Show tracebacks and HTTP requests (1/true)", "0"),
+        Setting("no_color", "NO_COLOR", "Plain output, no colours or styles (any value)"),
+        Setting("no_history", "KAMIWAZA_NOHISTORY", "Don't keep the chat's input history (1/true)", "0"),
+        # The environment alone: secrets handed to the local server, and the SDK's own variables.
+        Setting("local_api_key", "KAMIWAZA_LOCAL_API_KEY", "API key the local server requires", None, True, False),
+        Setting("local_user", "KAMIWAZA_LOCAL_USER", "User the local server requires a login of", in_file=False),
+        Setting("local_password", "KAMIWAZA_LOCAL_PASSWORD", "Password of the local server's user", None, True, False),
+        Setting("runtime_base_url", "KAMIWAZA_RUNTIME_BASE_URL", "Where deployments answer (SDK)", in_file=False),
+        Setting("public_api_url", "KAMIWAZA_PUBLIC_API_URL", "Public API URL for endpoints (SDK)", in_file=False),
+        Setting("use_https", "KAMIWAZA_USE_HTTPS", "Endpoints over https; false: http (SDK)", in_file=False),
     ]
 }
 
@@ -103,6 +114,8 @@ def read_file() -> dict[str, Any]:
 
 def write_file(data: dict[str, Any]) -> Path:
     """Atomically replace the config file; mode 0600 because it may hold secrets."""
+    import tempfile  # writes are rare; start-up should not pay for it
+
     path = config_path()
     ensure_home()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config.", suffix=".tmp")
@@ -125,7 +138,7 @@ def resolve(key: str, flag: str | None = None) -> Resolved:
     env = os.environ.get(setting.env)
     if env:
         return Resolved(key, env, "env")
-    if key != "home":
+    if key != "home" and setting.in_file:
         value = read_file().get(key)
         if value not in (None, ""):
             return Resolved(key, str(value), "file")
@@ -251,8 +264,48 @@ def request_timeout() -> float:
     return value
 
 
+def _enabled(key: str) -> bool:
+    return (resolve(key).value or "0").strip().lower() in ("1", "true", "yes", "on")
+
+
 def debug_enabled() -> bool:
-    return (resolve("debug").value or "0").lower() in ("1", "true", "yes", "on")
+    """KAMIWAZA_DEBUG or the file; the --debug flag travels in the click context, not through here."""
+    return _enabled("debug")
+
+
+def value(key: str) -> str | None:
+    """A setting's value by the one precedence (env > file > default); for the plain string settings."""
+    return resolve(key).value
+
+
+def from_env(key: str) -> bool:
+    """True when the setting's environment variable is set (non-empty)."""
+    return bool(os.environ.get(SETTINGS[key].env))
+
+
+def no_color() -> bool:
+    """NO_COLOR (https://no-color.org): set to anything, colours are off; or ``no_color`` in the file."""
+    return bool(resolve("no_color").value)
+
+
+def history_enabled() -> bool:
+    return not _enabled("no_history")
+
+
+def env_raw(key: str) -> str | None:
+    """The setting's environment variable exactly as set: None when unset, an empty value kept (for
+    the settings where empty means something: the SDK's own, a blank key that must be refused)."""
+    return os.environ.get(SETTINGS[key].env)
+
+
+def local_api_key_raw() -> str | None:
+    """KAMIWAZA_LOCAL_API_KEY as given: a blank value is refused (server.shared.clean_api_key), not
+    taken for no key."""
+    return env_raw("local_api_key")
+
+
+def local_password() -> str | None:
+    return os.environ.get(SETTINGS["local_password"].env) or None
 
 
 def show() -> list[Resolved]:

@@ -12,7 +12,7 @@ import sys
 import click
 
 from .. import credentials, workflows
-from ..errors import AuthError, KamiwazaError, UsageError
+from ..errors import AuthError, UsageError
 from . import output
 from .models import _connect, json_option
 
@@ -65,11 +65,9 @@ def login(ctx: click.Context, username: str | None, password_stdin: bool, token_
         raise AuthError(
             f"login to {platform.url} failed: wrong username or password", hint="try again with: kamiwaza login"
         ) from exc
-    except KamiwazaError as exc:
-        if getattr(exc.__cause__, "status_code", None) != 429:
-            raise
+    except workflows.LoginThrottled as exc:
         # The platform throttles password guessing: say how long to wait, not "HTTP 429".
-        wait = getattr(exc.__cause__, "retry_after", None)
+        wait = exc.retry_after
         raise AuthError(
             f"login to {platform.url} refused: too many failed attempts",
             hint=f"wait {math.ceil(wait)} s, then: kamiwaza login" if wait else "wait a minute, then: kamiwaza login",
@@ -112,6 +110,3 @@ def whoami(ctx: click.Context, as_json: bool) -> None:
     details = ", ".join(x for x in [user.email or "", "roles: " + ", ".join(user.roles) if user.roles else ""] if x)
     if details:
         output.info(details)
-
-
-COMMANDS = [login, logout, whoami]

@@ -17,14 +17,13 @@ from typing import Any
 import click
 from click.shell_completion import CompletionItem, get_completion_class
 
+from .. import statuses
 from ..textsafe import has_unsafe, safe_text
 
 PROG_NAME = "kamiwaza"
 COMPLETE_VAR = "_KAMIWAZA_COMPLETE"
 SHELLS = ("bash", "zsh", "fish")
 HTTP_TIMEOUT = 1.0
-# Deployments a TARGET can name for stop/logs: the ones `kamiwaza ps` shows by default.
-_LIVE_STATUSES = ("REQUESTED", "DEPLOYING", "INITIALIZING", "DEPLOYED", "FAILED", "ERROR", "MUST_REDOWNLOAD")
 
 
 @click.command()
@@ -161,8 +160,8 @@ def complete_deployments(ctx: click.Context, param: click.Parameter, incomplete:
         return []
     names: list[CompletionItem] = []
     ids: list[CompletionItem] = []
-    for d in deployments:
-        if not isinstance(d, dict) or d.get("status") not in _LIVE_STATUSES or not d.get("id"):
+    for d in deployments:  # the ones `kamiwaza ps` shows by default
+        if not isinstance(d, dict) or d.get("status") not in statuses.LIVE or not d.get("id"):
             continue
         short = str(d["id"])[:8]
         status = str(d.get("status") or "").lower()

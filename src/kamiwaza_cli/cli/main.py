@@ -12,16 +12,19 @@ import errno
 import importlib
 import os
 import sys
-import traceback
 
 import click
 
-from .. import __version__
+from .. import __version__, sdkimport
 from .. import config as settings
 from ..errors import EXIT_ERROR, EXIT_INTERRUPTED, KamiwazaError
 from ..textsafe import safe_text
 from . import output
 
+# The SDK imports openai eagerly; only streaming commands use it (sdkimport.py defers it).
+sdkimport.install()
+
+_ENV_WIDTH = max(len(s.env) for s in settings.SETTINGS.values())
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 EPILOG = """\b
@@ -36,7 +39,7 @@ Examples:
 
 \b
 Environment:
-""" + "\n".join(f"  {s.env:<22} {s.help}" for s in settings.SETTINGS.values())
+""" + "\n".join(f"  {s.env:<{_ENV_WIDTH}} {s.help}" for s in settings.SETTINGS.values())
 
 
 # Errors of the local state directory: the user's to fix, not a bug to report.
@@ -48,6 +51,8 @@ def report(exc: BaseException, debug: bool) -> int:
 
     Messages carry the platform's details (names, engine log lines): escaped, each stays one line."""
     if debug:
+        import traceback  # only here: it costs --help ~8 ms
+
         traceback.print_exception(type(exc), exc, exc.__traceback__)
     if isinstance(exc, KamiwazaError):
         print(f"Error: {safe_text(exc.message)}", file=sys.stderr)
@@ -179,8 +184,7 @@ def cli(
     """
     output.reset()
     output.quiet = quiet
-    if debug:
-        os.environ["KAMIWAZA_DEBUG"] = "1"
+    # --debug reaches commands in ctx.obj (Context.debug), never through the environment.
     ctx.obj = Context(url, debug or settings.debug_enabled(), platform_name, insecure, ca_bundle)
 
 

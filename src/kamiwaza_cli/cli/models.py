@@ -16,11 +16,20 @@ from . import completion, output
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 
+PLATFORM_FACTORY = "kamiwaza.platform_factory"
+"""Key in ``click.Context.meta`` of a function (context, anonymous) -> Platform used instead of
+``workflows.connect``: how the tests run commands against a FakePlatform (a parent context given to
+``CliRunner.invoke(..., parent=ctx)`` shares its meta with the command's)."""
+
 
 def _connect(ctx: click.Context, anonymous: bool = False) -> workflows.Platform:
+    factory = ctx.meta.get(PLATFORM_FACTORY)
+    if factory is not None:
+        injected: workflows.Platform = factory(ctx, anonymous)
+        return injected
     o = ctx.obj
     platform, started = workflows.connect(
-        o.url, platform_flag=o.platform, insecure=o.insecure, ca_bundle=o.ca_bundle, anonymous=anonymous
+        o.url, platform_flag=o.platform, insecure=o.insecure, ca_bundle=o.ca_bundle, anonymous=anonymous, debug=o.debug
     )
     if not platform.verify:
         output.info(f"Warning: TLS certificate verification is off for {platform.url}")
@@ -87,7 +96,6 @@ class PullView:
 @click.argument("model", shell_complete=completion.complete_models)
 @click.option(
     "--quantization",
-    "-q",
     "quant",
     metavar="QUANT",
     help=f"Quantization to fetch when the repo has several (default {quantization.DEFAULT_QUANTIZATION}, "
@@ -107,7 +115,7 @@ def pull(ctx: click.Context, model: str, quant: str | None, cancel: bool, as_jso
     platform = _connect(ctx)
     if cancel:
         m = workflows.cancel_pull(platform, model)
-        output.info(f"🛑 Download of {m['name']} cancelled")
+        output.info(f"🛑 Download of {m.name} cancelled")
         return
     view = PullView()
     watching = None
@@ -126,12 +134,12 @@ def pull(ctx: click.Context, model: str, quant: str | None, cancel: bool, as_jso
             elif isinstance(event, workflows.AlreadyDownloaded):
                 output.info(f"✨ {event.name} is already downloaded")
                 if as_json:
-                    output.emit_json(_model_row(event.model))
+                    output.emit_json(workflows.model_json(event.model))
             elif isinstance(event, workflows.PullDone):
                 view.stop()
                 output.info("✨ Download complete!")
                 if as_json:
-                    output.emit_json(_model_row(event.model))
+                    output.emit_json(workflows.model_json(event.model))
     except KeyboardInterrupt:
         view.stop()
         if watching is not None:
@@ -147,28 +155,6 @@ def pull(ctx: click.Context, model: str, quant: str | None, cancel: bool, as_jso
         ctx.exit(EXIT_INTERRUPTED)
     finally:
         view.stop()
-
-
-def _quants(model: dict[str, Any], ready_only: bool = True) -> list[str]:
-    names = [f["name"] for f in model.get("m_files") or [] if not ready_only or workflows.file_ready(f)]
-    return quantization.available_quantizations(names)
-
-
-def _model_row(m: dict[str, Any]) -> dict[str, Any]:
-    files = m.get("m_files") or []
-    ready = [f for f in files if workflows.file_ready(f)]
-    return {
-        "id": m.get("id"),
-        "name": m.get("name"),
-        "repo_id": m.get("repo_modelId"),
-        "hub": m.get("hub"),
-        "status": workflows.model_state(m),
-        "quantizations": _quants(m),
-        "files": len(files),
-        "files_ready": len(ready),
-        "size": sum(f.get("size") or 0 for f in ready),
-        "modified": m.get("modified_timestamp"),
-    }
 
 
 @click.command("list")
@@ -193,7 +179,7 @@ def list_models(ctx: click.Context, catalog: bool, as_json: bool) -> None:
             )
         return
     platform = _connect(ctx)
-    rows = [_model_row(m) for m in workflows.list_models(platform)]
+    rows = [workflows.model_json(m) for m in workflows.list_models(platform)]
     if as_json:
         output.emit_json(rows)
         return
@@ -277,7 +263,4 @@ def rm(ctx: click.Context, models: tuple[str, ...], force: bool) -> None:
     """Remove downloaded MODELS and their files from the platform."""
     platform = _connect(ctx)
     for m in workflows.remove(platform, list(models), force=force):
-        output.info(f"🗑  Removed {m['name']}")
-
-
-COMMANDS = [pull, list_models, show, rm]
+        output.info(f"🗑  Removed {m.name}")

@@ -12,11 +12,11 @@ or through ``markup()``, so a ``[bold]`` in a model name is printed, not interpr
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import datetime, timezone
 from typing import Any
 
+from ..config import no_color as _no_color
 from ..textsafe import safe_text
 
 _consoles: dict[str, Any] = {}
@@ -32,7 +32,7 @@ def _console(stream: str) -> Any:
         _consoles[stream] = Console(
             file=target,
             stderr=stream == "err",
-            no_color=bool(os.environ.get("NO_COLOR")) or not tty,
+            no_color=_no_color() or not tty,
             highlight=False,
             soft_wrap=not tty,
             force_terminal=tty or None,
@@ -55,7 +55,7 @@ def out_console() -> Any:
 
 
 def stderr_is_tty() -> bool:
-    return sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+    return sys.stderr.isatty() and not _no_color()
 
 
 def clean(value: object) -> str:

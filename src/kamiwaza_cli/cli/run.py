@@ -6,7 +6,6 @@ otherwise it opens the REPL. Pull and deploy progress always go to stderr.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -82,7 +81,7 @@ def run(
     deployed = run_serve(platform, model)
 
     def client_for(dep: workflows.Deployed) -> object:
-        return platform.openai_client(str(dep.deployment["id"]))
+        return platform.openai_client(dep.deployment)
 
     session = ChatSession(
         model=deployed.name,
@@ -90,9 +89,9 @@ def run(
         system=DEFAULT_SYSTEM,
         verbose=verbose,
         info={
-            "deployment": str(deployed.deployment["id"]),
+            "deployment": deployed.deployment.id,
             "endpoint": deployed.endpoint,
-            "engine": deployed.deployment.get("engine_name"),
+            "engine": deployed.deployment.engine,
         },
     )
     if transcript is not None:
@@ -120,7 +119,7 @@ def run(
             output.emit_json(
                 {
                     "model": deployed.name,
-                    "deployment_id": str(deployed.deployment["id"]),
+                    "deployment_id": deployed.deployment.id,
                     "endpoint": deployed.endpoint,
                     **reply.as_dict(),
                 }
@@ -134,5 +133,5 @@ def run(
     def reconnect() -> object:
         return client_for(run_serve(platform, model))
 
-    history = None if os.environ.get("KAMIWAZA_NOHISTORY") == "1" else settings.home() / "history"
+    history = settings.home() / "history" if settings.history_enabled() else None
     ctx.exit(Repl(session, history_file=history, reconnect=reconnect).run())

@@ -19,8 +19,8 @@ from pathlib import Path
 import click
 
 from .. import config as settings
+from .. import localserver
 from ..errors import NotFound, UsageError
-from ..server import control
 from . import output
 
 
@@ -49,7 +49,7 @@ def server() -> None:
 )
 @click.option(
     "--user",
-    envvar="KAMIWAZA_LOCAL_USER",
+    envvar=settings.SETTINGS["local_user"].env,
     default=None,
     help="Offer `kamiwaza login` for this one local user (password from --password-stdin or KAMIWAZA_LOCAL_PASSWORD).",
 )
@@ -73,7 +73,7 @@ def start(
     home = settings.home()
     key_on_argv = api_key not in (None, "-")
     key = _read_api_key(api_key_file, api_key, password_stdin)
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else os.environ.get("KAMIWAZA_LOCAL_PASSWORD")
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else settings.local_password()
     if key_on_argv:
         output.info(
             "Warning: an API key on the command line is visible to other users (ps) and kept in shell "
@@ -81,9 +81,9 @@ def start(
         )
     if foreground:
         for name, value in (
-            (control.API_KEY_ENV, key),
-            ("KAMIWAZA_LOCAL_USER", user),
-            ("KAMIWAZA_LOCAL_PASSWORD", password),
+            (settings.SETTINGS["local_api_key"].env, key),
+            (settings.SETTINGS["local_user"].env, user),
+            (settings.SETTINGS["local_password"].env, password),
         ):
             if value:
                 os.environ[name] = value
@@ -99,10 +99,10 @@ def start(
         from ..server.__main__ import main as run
 
         sys.exit(run(argv))
-    security = control.Security(key, user, password, tls_cert, tls_key)
-    info, started = control.start(home, host=host, port=port, security=security)
+    security = localserver.Security(key, user, password, tls_cert, tls_key)
+    info, started = localserver.start(home, host=host, port=port, security=security)
     if started:
-        output.info(f"✨ Local server started at {info.url} (pid {info.pid}, logs: {control.log_path(home)})")
+        output.info(f"✨ Local server started at {info.url} (pid {info.pid}, logs: {localserver.log_path(home)})")
     else:
         output.info(f"✨ Local server already running at {info.url} (pid {info.pid})")
 
@@ -117,21 +117,21 @@ def _read_api_key(key_file: Path | None, flag: str | None, password_stdin: bool)
         except (OSError, UnicodeDecodeError) as exc:
             why = getattr(exc, "strerror", None) or "not UTF-8 text"
             raise UsageError(f"cannot read the API key file {key_file}: {why}") from exc
-        return control.clean_api_key(raw, str(key_file))
+        return localserver.clean_api_key(raw, str(key_file))
     if flag == "-":
         if password_stdin:
             raise UsageError("only one of --api-key - and --password-stdin can read stdin")
         raw = click.prompt("API key", hide_input=True) if sys.stdin.isatty() else sys.stdin.readline()
-        return control.clean_api_key(raw, "stdin")
+        return localserver.clean_api_key(raw, "stdin")
     if flag is not None:
-        return control.clean_api_key(flag, "--api-key")
-    return control.clean_api_key(os.environ.get(control.API_KEY_ENV), control.API_KEY_ENV)
+        return localserver.clean_api_key(flag, "--api-key")
+    return localserver.clean_api_key(settings.local_api_key_raw(), localserver.API_KEY_ENV)
 
 
 @server.command()
 def stop() -> None:
     """Stop the local server and everything it started."""
-    info = control.stop(settings.home())
+    info = localserver.stop(settings.home())
     if info is None:
         output.info("The local server is not running")
         return
@@ -143,8 +143,8 @@ def stop() -> None:
 def status(as_json: bool) -> None:
     """Say whether the local server runs, where, and since when."""
     home = settings.home()
-    info = control.status(home)
-    healthy = bool(info and control.ping(info.url))
+    info = localserver.status(home)
+    healthy = bool(info and localserver.ping(info.url))
     data = {
         "running": info is not None,
         "healthy": healthy,
@@ -152,7 +152,7 @@ def status(as_json: bool) -> None:
         "pid": info.pid if info else None,
         "uptime_seconds": round(time.time() - info.started_at) if info else None,
         "home": str(home),
-        "log": str(control.log_path(home)),
+        "log": str(localserver.log_path(home)),
     }
     if as_json:
         output.emit_json(data)
@@ -172,10 +172,10 @@ def status(as_json: bool) -> None:
 def logs(lines: int, follow: bool) -> None:
     """Print the local server's log."""
     home = settings.home()
-    path = control.log_path(home)
+    path = localserver.log_path(home)
     if not path.exists():
         raise NotFound(f"no server log at {path}", hint="start the server with: kamiwaza server start")
-    for line in control.tail(home, lines):
+    for line in localserver.tail(home, lines):
         output.line(line)
     if follow:
         with path.open(errors="replace") as fh:

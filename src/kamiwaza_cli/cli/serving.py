@@ -13,20 +13,16 @@ from typing import Any
 
 import click
 
-from .. import workflows
+from .. import statuses, workflows
 from ..errors import EXIT_INTERRUPTED
 from . import completion, output
 from .models import PullView, _connect, json_option
 
 STATUS_LABELS = {
-    "DEPLOYED": "● RUNNING",
-    "REQUESTED": "◌ STARTING",
-    "DEPLOYING": "◌ STARTING",
-    "INITIALIZING": "◌ STARTING",
-    "FAILED": "✖ FAILED",
-    "ERROR": "✖ ERROR",
-    "MUST_REDOWNLOAD": "✖ MUST_REDOWNLOAD",
-    "STOPPED": "■ STOPPED",
+    statuses.DEPLOYED: "● RUNNING",
+    **{status: "◌ STARTING" for status in statuses.STARTING},
+    **{status: f"✖ {status}" for status in statuses.FAILURES},
+    statuses.STOPPED: "■ STOPPED",
 }
 
 
@@ -82,29 +78,30 @@ def run_serve(
     return deployed
 
 
-def _deployment_row(d: dict[str, Any], endpoint: str | None) -> dict[str, Any]:
+def _deployment_row(d: workflows.Deployment) -> dict[str, Any]:
+    """A deployment as ``ps --json`` and ``serve --json`` print it (docs/cli.md)."""
     uptime = None
-    if d.get("status") == "DEPLOYED" and d.get("deployed_at"):
-        started = datetime.fromisoformat(str(d["deployed_at"]).replace("Z", "+00:00"))
+    if d.status == statuses.DEPLOYED and d.deployed_at:
+        started = datetime.fromisoformat(d.deployed_at.replace("Z", "+00:00"))
         if started.tzinfo is None:
             started = started.replace(tzinfo=timezone.utc)
         uptime = int((datetime.now(timezone.utc) - started).total_seconds())
     return {
-        "id": str(d["id"]),
-        "model": d.get("m_name"),
-        "model_id": str(d.get("m_id")),
-        "status": d.get("status"),
-        "engine": d.get("engine_name"),
-        "endpoint": endpoint,
-        "port": d.get("lb_port") or None,
-        "slots": d.get("max_concurrent_requests"),
-        "context_per_slot": d.get("context_per_slot"),
-        "threads": d.get("engine_threads"),
+        "id": d.id,
+        "model": d.model_name,
+        "model_id": d.model_id,
+        "status": d.status,
+        "engine": d.engine,
+        "endpoint": d.endpoint,
+        "port": d.port,
+        "slots": d.slots,
+        "context_per_slot": d.context_per_slot,
+        "threads": d.threads,
         "uptime_seconds": uptime,
-        "requested_at": d.get("requested_at"),
-        "deployed_at": d.get("deployed_at"),
-        "last_error_code": d.get("last_error_code"),
-        "last_error_message": d.get("last_error_message"),
+        "requested_at": d.requested_at,
+        "deployed_at": d.deployed_at,
+        "last_error_code": d.error_code,
+        "last_error_message": d.error_message,
     }
 
 
@@ -161,7 +158,7 @@ def serve(
         output.info("\nStill deploying in the platform; see it with: kamiwaza ps")
         ctx.exit(EXIT_INTERRUPTED)
     if as_json:
-        output.emit_json(_deployment_row(deployed.deployment, deployed.endpoint))
+        output.emit_json(_deployment_row(deployed.deployment))
 
 
 @click.command()
@@ -171,13 +168,10 @@ def serve(
 def ps(ctx: click.Context, show_all: bool, as_json: bool) -> None:
     """List deployments: running, starting and failed (stopped ones with --all)."""
     platform = _connect(ctx)
-    deployments = workflows.list_deployments(platform)
+    deployments = workflows.list_deployments(platform)  # one request: endpoints included
     if not show_all:
-        deployments = [d for d in deployments if d.get("status") != "STOPPED"]
-    endpoints = {}
-    if any(d.get("status") == "DEPLOYED" for d in deployments):
-        endpoints = {str(a.id): a.endpoint for a in platform.call(platform.client.serving.list_active_deployments)}
-    rows = [_deployment_row(d, endpoints.get(str(d["id"]))) for d in deployments]
+        deployments = [d for d in deployments if d.status != statuses.STOPPED]
+    rows = [_deployment_row(d) for d in deployments]
     if as_json:
         output.emit_json(rows)
         return
@@ -215,13 +209,13 @@ def stop(ctx: click.Context, target: str | None, stop_all: bool) -> None:
         if not stopped:
             output.info("Nothing was running")
         for d in stopped:
-            output.info(f"🛑 Stopped {d.get('m_name')} ({str(d['id'])[:8]})")
+            output.info(f"🛑 Stopped {d.model_name} ({d.id[:8]})")
         return
     assert target is not None
     targets = workflows.find_deployments(platform, target)
     if not targets:
         raise workflows.NotFound(f"{target!r} is not running", hint="see running models with: kamiwaza ps")
-    output.info(f"🛑 Stopping {', '.join(sorted({str(d.get('m_name')) for d in targets}))}...")
+    output.info(f"🛑 Stopping {', '.join(sorted({str(d.model_name) for d in targets}))}...")
     workflows.stop_deployments(platform, targets)
     output.info("✨ Model stopped")
 
@@ -236,20 +230,21 @@ def stop(ctx: click.Context, target: str | None, stop_all: bool) -> None:
 def logs(ctx: click.Context, target: str, follow: bool, lines: int) -> None:
     """Print the engine log of a MODEL's deployment, or of one deployment by ID."""
     platform = _connect(ctx)
-    found = workflows.find_deployments(platform, target) or workflows.find_deployments(
-        platform, target, active_only=False
+    every = workflows.list_deployments(platform)
+    found = workflows.find_deployments(platform, target, deployments=every) or workflows.find_deployments(
+        platform, target, active_only=False, deployments=every
     )
     if not found:
         raise workflows.NotFound(f"no deployment of {target!r}", hint="see deployments with: kamiwaza ps --all")
     dep = found[-1]
-    shown, seen, active = workflows.log_snapshot(platform, str(dep["id"]))
+    shown, seen, active = workflows.log_snapshot(platform, dep.id)
     for line in shown[-lines:]:
         output.line(line)  # an engine echoes what it was sent: escape sequences stay visible text
     sys.stdout.flush()
     try:
         while follow:
             time.sleep(1.0)
-            current, total, active = workflows.log_snapshot(platform, str(dep["id"]))
+            current, total, active = workflows.log_snapshot(platform, dep.id)
             new = total - seen
             if new > 0:
                 for line in current[-new:]:
@@ -260,6 +255,3 @@ def logs(ctx: click.Context, target: str, follow: bool, lines: int) -> None:
                 break
     except KeyboardInterrupt:
         return
-
-
-COMMANDS = [serve, ps, stop, logs]

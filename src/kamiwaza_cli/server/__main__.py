@@ -18,7 +18,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import UsageError
 from ..textsafe import install_log_escaping
-from .control import API_KEY_ENV, clean_api_key, is_loopback, secure_home, state_path
+from .shared import API_KEY_ENV, clean_api_key, is_loopback, secure_home, state_path
 
 
 def main(argv: list[str] | None = None) -> int:

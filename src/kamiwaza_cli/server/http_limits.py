@@ -41,8 +41,8 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from .control import is_loopback
 from .origins import LISTENER_EXTENSION
+from .shared import is_loopback
 
 MAX_HEADER_BYTES = 64 << 10
 HEADER_TIMEOUT = 10.0

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import portable
+from ..statuses import ACTIVE, DEPLOYED, DEPLOYING, FAILED, INITIALIZING, MUST_REDOWNLOAD, REQUESTED, STOPPED
 from . import engines, memory
 from .engines import llamacpp
 from .ports import DeploymentPorts
@@ -52,7 +53,6 @@ from .store import Store, new_id, now
 
 log = logging.getLogger("kamiwaza.server.supervisor")
 
-ACTIVE = ("REQUESTED", "DEPLOYING", "INITIALIZING", "DEPLOYED")
 STALL_TIMEOUT = 120.0  # no health and no new log output for this long: STARTUP_TIMEOUT
 STOP_GRACE = 5.0
 TAIL_LINES = 12
@@ -224,7 +224,7 @@ class Supervisor:
                 m_file_id=file_row["id"],
                 m_name=model["name"],
                 engine_name=engine_name,
-                status="REQUESTED",
+                status=REQUESTED,
                 requested_port=requested_port or None,
                 max_concurrent_requests=max_concurrent_requests,
                 force_cpu=force_cpu,
@@ -253,7 +253,7 @@ class Supervisor:
         for dep in active:
             admitted = self._admitted.get(dep["id"]) or self._admitted_from_row(dep)
             mapped[admitted.model_file] = admitted.estimate.weights
-            if budget is not None or dep["status"] != "DEPLOYED":
+            if budget is not None or dep["status"] != DEPLOYED:
                 held += admitted.estimate.without_weights
             else:
                 # A running engine's KV cache and buffers are gone from the measured figure already;
@@ -319,7 +319,7 @@ class Supervisor:
         self.ports.close(dep_id)
         if proc is not None:
             _terminate(proc)
-        self.store.update_deployment(dep_id, status="STOPPED", stopped_at=now(), instance_status="STOPPED", pid=None)
+        self.store.update_deployment(dep_id, status=STOPPED, stopped_at=now(), instance_status=STOPPED, pid=None)
 
     def shutdown(self) -> None:
         """Stop every engine but keep their catalog status, so a restarted server restores them."""
@@ -352,15 +352,15 @@ class Supervisor:
 
     def _spawn(self, dep_id: str) -> None:
         dep = self.store.get_deployment(dep_id)
-        if dep is None or dep["status"] != "REQUESTED":
+        if dep is None or dep["status"] != REQUESTED:
             return  # stopped before it was picked up
-        self.store.update_deployment(dep_id, status="DEPLOYING")
+        self.store.update_deployment(dep_id, status=DEPLOYING)
         try:
             self._launch(dep)
         except engines.EngineUnavailable as exc:
             self._fail(dep_id, "RUNTIME_ERROR", str(exc))
         except MissingModelFile as exc:
-            self._fail(dep_id, "MUST_REDOWNLOAD", str(exc))
+            self._fail(dep_id, MUST_REDOWNLOAD, str(exc))
         except Exception as exc:  # noqa: BLE001 - whatever stops a spawn, the deployment must say so at once
             log.exception("deployment %s could not start", dep_id)
             self._fail(dep_id, "RUNTIME_ERROR", f"could not start the engine: {exc}")
@@ -404,12 +404,12 @@ class Supervisor:
             raise
         self.store.update_deployment(
             dep_id,
-            status="INITIALIZING",
+            status=INITIALIZING,
             lb_port=lb_port,
             engine_port=request.port,
             pid=proc.pid,
             instance_id=dep["instance_id"] or new_id(),
-            instance_status="REQUESTED",
+            instance_status=REQUESTED,
             instance_started_at=now(),
             context_per_slot=spec.facts.get("context_per_slot"),
             max_concurrent_requests=spec.facts.get("slots"),
@@ -457,7 +457,7 @@ class Supervisor:
                     if self._starting.pop(dep_id, None) is None:
                         continue  # stopped meanwhile
                     self._running[dep_id] = s.proc
-                self.store.update_deployment(dep_id, status="DEPLOYED", deployed_at=now(), instance_status="DEPLOYED")
+                self.store.update_deployment(dep_id, status=DEPLOYED, deployed_at=now(), instance_status=DEPLOYED)
                 log.info("deployment %s ready on port %d", dep_id, s.port)
                 continue
             size = _size(s.log_path)
@@ -491,14 +491,14 @@ class Supervisor:
         with self._lock:
             self._engines.pop(dep_id, None)
         self.ports.close(dep_id)
-        status = "MUST_REDOWNLOAD" if code == "MUST_REDOWNLOAD" else "FAILED"
+        status = MUST_REDOWNLOAD if code == MUST_REDOWNLOAD else FAILED
         log.warning("deployment %s %s: %s", dep_id, code, message)
         self.store.update_deployment(
             dep_id,
             status=status,
             last_error_code=code,
             last_error_message=message[:2000],
-            instance_status="FAILED",
+            instance_status=FAILED,
             pid=None,
         )
 
@@ -510,7 +510,7 @@ class Supervisor:
                 _kill_orphan(int(dep["pid"]), dep["engine_port"])
             # Come back on the same port when it is free, so endpoints people saved keep working.
             port = dep["lb_port"] if dep["lb_port"] and port_is_free(dep["lb_port"]) else dep["requested_port"]
-            self.store.update_deployment(dep["id"], status="REQUESTED", pid=None, requested_port=port or None)
+            self.store.update_deployment(dep["id"], status=REQUESTED, pid=None, requested_port=port or None)
             log.info("restoring deployment %s", dep["id"])
             self._requests.put(dep["id"])
 

@@ -1,7 +1,8 @@
 """Domain steps the commands are made of: connect, resolve names, pull, cancel, serve, stop, remove.
 
 The layer between the commands and the SDK: ``cli/`` commands call workflows, workflows call
-``platform.py`` (the only importer of kamiwaza_sdk). Workflows talk to a ``Platform`` and yield
+``platform/`` (the port; its sdk.py is the only importer of kamiwaza_sdk). Workflows talk to a ``Platform``
+and use its records (``Model``, ``Deployment``, ...), never the wire's JSON; they yield
 progress *events* (plain dataclasses); they never print. Only ``cli/`` turns events into bars
 and lines, so the same steps serve the human output, ``--json`` and ``kamiwaza run``.
 
@@ -22,9 +23,9 @@ from __future__ import annotations
 
 from ..catalog import ModelRef
 from ..errors import AuthError, Conflict, DownloadFailed, KamiwazaError, NotFound, UsageError
-from ..platform import Platform
+from ..platform import Deployment, LoginThrottled, Model, ModelFile, Platform
 from .connection import ServerStarted, connect, stored_token
-from .models import describe, file_ready, find_model, list_models, model_state, resolve_pull_ref
+from .models import describe, find_model, list_models, model_json, resolve_pull_ref
 from .pulling import (
     FINAL_POLL_INTERVAL,
     POLL_INTERVAL,
@@ -46,7 +47,6 @@ from .serving import (
     FAILED_STATUSES,
     Deployed,
     DeployStatus,
-    endpoint_of,
     find_deployments,
     list_deployments,
     log_snapshot,
@@ -67,10 +67,14 @@ __all__ = [
     "AuthError",
     "Conflict",
     "DeployStatus",
+    "Deployment",
     "Deployed",
     "DownloadFailed",
     "FileProgress",
     "KamiwazaError",
+    "LoginThrottled",
+    "Model",
+    "ModelFile",
     "ModelRef",
     "NotFound",
     "Platform",
@@ -84,15 +88,13 @@ __all__ = [
     "cancel_pull",
     "connect",
     "describe",
-    "endpoint_of",
-    "file_ready",
     "find_deployments",
     "find_model",
     "list_deployments",
     "list_models",
     "log_snapshot",
     "logs",
-    "model_state",
+    "model_json",
     "pull",
     "remove",
     "resolve_pull_ref",

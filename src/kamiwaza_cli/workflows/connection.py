@@ -8,12 +8,11 @@ placeholder.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from .. import config
 from ..errors import AuthError, KamiwazaError
-from ..platform import Platform
+from ..platform import Platform, SdkPlatform
 
 
 @dataclass(frozen=True)
@@ -29,6 +28,7 @@ def connect(
     ca_bundle: str | None = None,
     autostart: bool = True,
     anonymous: bool = False,
+    debug: bool = False,
 ) -> tuple[Platform, ServerStarted | None]:
     """The platform chosen by --url > --platform > KAMIWAZA_BASE_URL > KAMIWAZA_PLATFORM > config file > local.
 
@@ -41,20 +41,20 @@ def connect(
     url = resolved.value or config.local_url()
     is_local = url == config.local_url()
     started = None
-    if is_local and url_flag is None and not os.environ.get("KAMIWAZA_BASE_URL"):
-        from ..server import control
+    if is_local and url_flag is None and not config.from_env("base_url"):
+        from .. import localserver
 
-        running = control.status(config.home())
+        running = localserver.status(config.home())
         if running is not None:
             url = running.url  # the local server started with another --port (or TLS) is still "local"
-        elif autostart and not control.ping(url, timeout=1.0):
-            control.start(config.home(), port=config.local_port())
+        elif autostart and not localserver.ping(url, timeout=1.0):
+            localserver.start(config.home(), port=config.local_port())
             started = ServerStarted(url)
     verify, bundle = config.tls_verify(insecure, ca_bundle)
-    platform = Platform(
+    platform = SdkPlatform(
         url,
         is_local=is_local,
-        debug=config.debug_enabled(),
+        debug=debug or config.debug_enabled(),  # --debug comes in as ``debug``
         verify=verify,
         ca_bundle=bundle,
         timeout=config.request_timeout(),

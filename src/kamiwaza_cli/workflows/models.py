@@ -1,46 +1,42 @@
 """Models by name: list the registered models, their readiness, find one by any of its names,
 resolve what ``pull`` is asked for, and describe one for ``show``.
 
-``_dump`` (SDK model -> JSON-ready dict) and ``file_ready`` (the SDK's readiness rule) live here
-and are shared by the other workflow modules.
+Models are the port's records (``platform.Model``); ``model_json`` is the one place a model becomes
+the JSON ``list``/``pull --json`` print.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .. import catalog, quantization
+from .. import catalog, quantization, statuses
 from ..catalog import ModelRef
 from ..errors import KamiwazaError, NotFound, UsageError
-from ..platform import Platform
+from ..platform import Model, ModelFile, Platform
 
 
-def _dump(obj: Any) -> dict[str, Any]:
-    return obj.model_dump(mode="json") if hasattr(obj, "model_dump") else dict(obj)
+def list_models(platform: Platform) -> list[Model]:
+    return platform.models()
 
 
-def list_models(platform: Platform) -> list[dict[str, Any]]:
-    models = platform.call(platform.client.models.list_models, load_files=True)
-    return [_dump(m) for m in models]
+def model_json(m: Model) -> dict[str, Any]:
+    """A model as ``list --json`` and ``pull --json`` print it (docs/cli.md)."""
+    ready = [f for f in m.files if f.ready]
+    return {
+        "id": m.id,
+        "name": m.name,
+        "repo_id": m.repo_id,
+        "hub": m.hub,
+        "status": m.state,
+        "quantizations": quantization.available_quantizations([f.name for f in ready]),
+        "files": len(m.files),
+        "files_ready": len(ready),
+        "size": sum(f.size or 0 for f in ready),
+        "modified": m.modified,
+    }
 
 
-def file_ready(f: dict[str, Any]) -> bool:
-    """The SDK's readiness rule: stored, not downloading, not queued again."""
-    return bool(f.get("storage_location")) and not f.get("is_downloading") and f.get("dl_requested_at") is None
-
-
-def model_state(model: dict[str, Any]) -> str:
-    files = model.get("m_files") or []
-    if any(f.get("is_downloading") for f in files):
-        return "downloading"
-    if files and all(file_ready(f) for f in files):
-        return "ready"
-    if any(file_ready(f) for f in files):
-        return "partial"
-    return "incomplete"
-
-
-def find_model(platform: Platform, text: str, models: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def find_model(platform: Platform, text: str, models: list[Model] | None = None) -> Model:
     """A registered model named by friendly name, repo id, path/URL, model name or id prefix."""
     models = list_models(platform) if models is None else models
     wanted = text.strip()
@@ -53,13 +49,13 @@ def find_model(platform: Platform, text: str, models: list[dict[str, Any]] | Non
         ref = None
         keys = {wanted.lower()}
     for m in models:
-        if (m.get("repo_modelId") or "").lower() in keys or (m.get("name") or "").lower() in keys:
+        if (m.repo_id or "").lower() in keys or (m.name or "").lower() in keys:
             return m
     if len(wanted) >= 4:
-        by_id = [m for m in models if str(m.get("id", "")).lower().startswith(wanted.lower())]
+        by_id = [m for m in models if m.id.lower().startswith(wanted.lower())]
         if len(by_id) == 1:
             return by_id[0]
-    known = [m["name"] for m in models if m.get("name")]
+    known = [m.name for m in models if m.name]
     suggestions = catalog.suggest(wanted, known)
     msg = f"model {wanted!r} is not downloaded"
     if suggestions:
@@ -72,7 +68,7 @@ def find_model(platform: Platform, text: str, models: list[dict[str, Any]] | Non
     raise NotFound(msg, hint=hint)
 
 
-def resolve_pull_ref(platform: Platform, text: str, models: list[dict[str, Any]]) -> ModelRef:
+def resolve_pull_ref(platform: Platform, text: str, models: list[Model]) -> ModelRef:
     ref = catalog.parse(text)
     if ref.kind == "file" and not platform.is_local:
         raise UsageError(
@@ -83,15 +79,15 @@ def resolve_pull_ref(platform: Platform, text: str, models: list[dict[str, Any]]
         return ref
     model = None
     for m in models:
-        if (m.get("name") or "").lower() == ref.source.lower():
+        if (m.name or "").lower() == ref.source.lower():
             model = m
     if model is None:
-        suggestions = catalog.suggest(ref.source, [m["name"] for m in models if m.get("name")])
+        suggestions = catalog.suggest(ref.source, [m.name for m in models if m.name])
         msg = f"unknown model {ref.source!r}"
         if suggestions:
             msg += f"; did you mean: {', '.join(suggestions)}?"
         raise NotFound(msg, hint="use a catalog name, OWNER/REPO, a .gguf path or URL; see: kamiwaza list --catalog")
-    return ModelRef(ref.text, "repo", model["repo_modelId"], ref.quant)
+    return ModelRef(ref.text, "repo", model.repo_id or model.name, ref.quant)
 
 
 # Describing
@@ -100,68 +96,56 @@ def resolve_pull_ref(platform: Platform, text: str, models: list[dict[str, Any]]
 def describe(platform: Platform, text: str) -> dict[str, Any]:
     """Everything ``show`` prints about a registered model, as stable JSON-ready data."""
     model = find_model(platform, text)
-    full = _dump(platform.call(platform.client.models.get_model, model["id"]))
-    full_files = full.get("m_files") or []
-    configs = [_dump(c) for c in platform.call(platform.client.models.get_model_configs, full["id"])]
+    full = platform.model(model.id)
+    configs = platform.model_configs(full.id)
     available: list[str] = []
-    if full.get("hub") and full.get("repo_modelId"):
+    if full.hub and full.repo_id:
         try:
-            hub_files = platform.call(
-                platform.client.models.search_hub_model_files, {"hub": full["hub"], "model": full["repo_modelId"]}
-            )
+            hub_files = platform.hub_files(full.hub, full.repo_id)
             available = quantization.available_quantizations([f.name for f in hub_files])
         except KamiwazaError:
             available = []  # the hub may be offline; show what is known locally
     files = []
     gguf_facts = []
-    for f in full_files:
-        status = "downloaded" if file_ready(f) else ("downloading" if f.get("is_downloading") else "not downloaded")
-        files.append(
-            {"id": f.get("id"), "name": f["name"], "size": f.get("size"), "sha256": f.get("checksum"), "status": status}
-        )
-        if platform.is_local and file_ready(f) and f["name"].lower().endswith(".gguf"):
+    for f in full.files:
+        status = "downloaded" if f.ready else ("downloading" if f.downloading else "not downloaded")
+        files.append({"id": f.id, "name": f.name, "size": f.size, "sha256": f.checksum, "status": status})
+        if platform.is_local and f.ready and f.name.lower().endswith(".gguf"):
             gguf_facts.extend(_gguf_facts(f))
-    ready_names = [f["name"] for f in full_files if file_ready(f)]
+    ready_names = [f.name for f in full.files if f.ready]
     deployments = [
-        {
-            "id": str(d.get("id")),
-            "status": d.get("status"),
-            "slots": d.get("max_concurrent_requests"),
-            "context_per_slot": d.get("context_per_slot"),
-        }
-        for d in platform.deployments(full["id"])
-        if d.get("status") not in ("STOPPED", "FAILED")
+        {"id": d.id, "status": d.status, "slots": d.slots, "context_per_slot": d.context_per_slot}
+        for d in platform.deployments(full.id)
+        if d.status not in statuses.ENDED
     ]
     return {
         "model": {
-            "id": full.get("id"),
-            "name": full.get("name"),
-            "repo_id": full.get("repo_modelId"),
-            "hub": full.get("hub"),
-            "status": model_state(full),
+            "id": full.id,
+            "name": full.name,
+            "repo_id": full.repo_id,
+            "hub": full.hub,
+            "status": full.state,
             "quantizations": quantization.available_quantizations(ready_names),
         },
         "files": files,
-        "quantizations_available": available or quantization.available_quantizations([f["name"] for f in full_files]),
-        "configs": [
-            {"id": c.get("id"), "name": c.get("name"), "default": c.get("default"), "config": c.get("config")}
-            for c in configs
-        ],
+        "quantizations_available": available or quantization.available_quantizations([f.name for f in full.files]),
+        "configs": [{"id": c.id, "name": c.name, "default": c.default, "config": c.config} for c in configs],
         "gguf": gguf_facts,
         "deployments": deployments,
     }
 
 
-def _gguf_facts(f: dict[str, Any]) -> list[dict[str, Any]]:
+def _gguf_facts(f: ModelFile) -> list[dict[str, Any]]:
     from ..gguf import GGUFError, read_gguf
 
+    assert f.path is not None
     try:
-        info = read_gguf(f["storage_location"])
+        info = read_gguf(f.path)
     except (GGUFError, OSError):
         return []
     return [
         {
-            "file": f["name"],
+            "file": f.name,
             "architecture": info.architecture,
             "parameters": info.parameter_count,
             "context_length": info.context_length,

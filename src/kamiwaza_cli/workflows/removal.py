@@ -6,26 +6,24 @@ Apart from models.py because it needs serving.py's deployments, and serving.py n
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..errors import Conflict
-from ..platform import Platform
+from ..platform import Model, Platform
 from .models import find_model, list_models
 from .serving import ACTIVE_STATUSES, list_deployments, stop_deployments
 
 
-def remove(platform: Platform, texts: list[str], force: bool = False) -> list[dict[str, Any]]:
+def remove(platform: Platform, texts: list[str], force: bool = False) -> list[Model]:
     models = list_models(platform)
     targets = [find_model(platform, t, models) for t in texts]  # resolve all first: no partial rm on a typo
-    active = [d for d in list_deployments(platform) if d.get("status") in ACTIVE_STATUSES]
+    active = [d for d in list_deployments(platform) if d.status in ACTIVE_STATUSES]
     for m in targets:
-        using = [d for d in active if str(d.get("m_id")) == str(m["id"])]
+        using = [d for d in active if d.model_id == m.id]
         if using and not force:
             raise Conflict(
-                f"{m['name']} is used by deployment {str(using[0]['id'])[:8]} ({using[0]['status']})",
-                hint=f"stop it first with: kamiwaza stop {m['name']} (or: kamiwaza rm --force {m['name']})",
+                f"{m.name} is used by deployment {using[0].id[:8]} ({using[0].status})",
+                hint=f"stop it first with: kamiwaza stop {m.name} (or: kamiwaza rm --force {m.name})",
             )
     for m in targets:
-        stop_deployments(platform, [d for d in active if str(d.get("m_id")) == str(m["id"])])
-        platform.call(platform.client.models.delete_model, m["id"])
+        stop_deployments(platform, [d for d in active if d.model_id == m.id])
+        platform.delete_model(m.id)
     return targets

@@ -3,6 +3,8 @@ it answers; find, list and stop deployments; read their engine logs.
 
 ``serve`` yields the pull events, then DeployStatus on every status change and Deployed with the
 OpenAI endpoint the SDK computes; a failed deployment raises with the tail of its engine log.
+Deployments are the port's records, each with its endpoint: reusing a running deployment costs one
+model list and one deployment list, nothing more.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .. import statuses
 from ..errors import KamiwazaError, NotFound
-from ..platform import Platform
-from .models import find_model, list_models, model_state
+from ..platform import Deployment, DeployRefused, Platform
+from .models import find_model, list_models
 from .pulling import AlreadyDownloaded, PullDone, pull
 
-ACTIVE_STATUSES = ("REQUESTED", "DEPLOYING", "INITIALIZING", "DEPLOYED")
-FAILED_STATUSES = ("FAILED", "ERROR", "MUST_REDOWNLOAD")
+ACTIVE_STATUSES = statuses.ACTIVE
+FAILED_STATUSES = statuses.FAILURES
 DEPLOY_POLL = 0.2
 
 
@@ -31,39 +34,33 @@ class DeployStatus:
 @dataclass
 class Deployed:
     name: str
-    deployment: dict[str, Any]
+    deployment: Deployment
     endpoint: str
     reused: bool
 
 
-def list_deployments(platform: Platform) -> list[dict[str, Any]]:
-    # All of them, not list_active_deployments: that one hides starting and failed ones.
+def list_deployments(platform: Platform) -> list[Deployment]:
+    """All of them (starting and failed ones too), each with its endpoint when it serves."""
     return platform.deployments()
 
 
-def endpoint_of(platform: Platform, deployment: dict[str, Any]) -> str | None:
-    """The OpenAI endpoint the SDK computes for a deployment (gateway path, or direct port)."""
-    for active in platform.call(platform.client.serving.list_active_deployments):
-        if str(active.id) == str(deployment["id"]):
-            return str(active.endpoint) if active.endpoint else None
-    return None
-
-
-def find_deployments(platform: Platform, text: str, *, active_only: bool = True) -> list[dict[str, Any]]:
+def find_deployments(
+    platform: Platform, text: str, *, active_only: bool = True, deployments: list[Deployment] | None = None
+) -> list[Deployment]:
     """Deployments named by deployment id (or unique prefix), model name, repo id or catalog name."""
-    deployments = list_deployments(platform)
-    pool = [d for d in deployments if d.get("status") in ACTIVE_STATUSES] if active_only else deployments
+    deployments = list_deployments(platform) if deployments is None else deployments
+    pool = [d for d in deployments if d.status in ACTIVE_STATUSES] if active_only else deployments
     wanted = text.strip().lower()
-    by_id = [d for d in pool if str(d["id"]).lower() == wanted]
+    by_id = [d for d in pool if d.id.lower() == wanted]
     if not by_id and len(wanted) >= 4:
-        by_id = [d for d in pool if str(d["id"]).lower().startswith(wanted)]
+        by_id = [d for d in pool if d.id.lower().startswith(wanted)]
     if by_id:
         return by_id
     try:
         model = find_model(platform, text)
     except NotFound:
-        return [d for d in pool if (d.get("m_name") or "").lower() == wanted]
-    return [d for d in pool if str(d.get("m_id")) == str(model["id"])]
+        return [d for d in pool if (d.model_name or "").lower() == wanted]
+    return [d for d in pool if d.model_id == model.id]
 
 
 def serve(
@@ -81,51 +78,42 @@ def serve(
     models = list_models(platform)
     try:
         model = find_model(platform, text, models)
-        ready = model_state(model) in ("ready", "partial")
+        ready = model.state in ("ready", "partial")
     except NotFound:
         model, ready = None, False
     if not ready:
         if not pull_if_needed:
             raise NotFound(f"model {text!r} is not downloaded", hint=f"pull it with: kamiwaza pull {text}")
         done = None
-        for event in pull(platform, text):
+        for event in pull(platform, text, models=models):
             yield event
             if isinstance(event, (PullDone, AlreadyDownloaded)):
                 done = event
         assert done is not None
         model = done.model
     assert model is not None
-    name = model["name"]
+    name = model.name
 
     for d in list_deployments(platform):
-        if str(d.get("m_id")) != str(model["id"]) or d.get("status") not in ACTIVE_STATUSES:
+        if d.model_id != model.id or d.status not in ACTIVE_STATUSES:
             continue
-        if port and d.get("lb_port") != port:
+        if port and d.port != port:
             continue
-        if parallel and d.get("max_concurrent_requests") not in (None, parallel):
+        if parallel and d.slots not in (None, parallel):
             continue
-        if force_cpu and not d.get("force_cpu"):
+        if force_cpu and not d.force_cpu:
             continue
-        if d["status"] == "DEPLOYED":
-            endpoint = endpoint_of(platform, d)
-            if endpoint:
-                yield Deployed(name, d, endpoint, reused=True)
-                return
-        yield from _wait_deployed(platform, name, str(d["id"]), timeout, reused=True)
+        if d.status == statuses.DEPLOYED and d.endpoint:
+            yield Deployed(name, d, d.endpoint, reused=True)
+            return
+        yield from _wait_deployed(platform, name, d.id, timeout, reused=True)
         return
 
-    kwargs: dict[str, Any] = {"model_id": model["id"], "wait": False}
-    if port:
-        kwargs["lb_port"] = port
-    if parallel:
-        kwargs["max_concurrent_requests"] = parallel
-    if force_cpu:
-        kwargs["force_cpu"] = True
     try:
-        dep_id = platform.call(platform.client.serving.deploy_model, **kwargs)
-    except ValueError as exc:  # the SDK's own checks (no config, bad ids)
-        raise KamiwazaError(f"cannot deploy {name}: {exc}") from exc
-    yield from _wait_deployed(platform, name, str(dep_id), timeout, reused=False)
+        dep_id = platform.deploy(model.id, port=port, parallel=parallel, force_cpu=force_cpu)
+    except DeployRefused as exc:
+        raise KamiwazaError(f"cannot deploy {name}: {exc.message}") from exc
+    yield from _wait_deployed(platform, name, dep_id, timeout, reused=False)
 
 
 def _wait_deployed(platform: Platform, name: str, dep_id: str, timeout: float, *, reused: bool) -> Iterator[Any]:
@@ -135,21 +123,19 @@ def _wait_deployed(platform: Platform, name: str, dep_id: str, timeout: float, *
     last = None
     while True:
         d = platform.deployment(dep_id)
-        status = str(d.get("status") or "").upper()
+        status = d.status.upper()
         if status != last:
             yield DeployStatus(name, status)
             last = status
-        if status == "DEPLOYED":
-            endpoint = endpoint_of(platform, d)
-            if endpoint:
-                yield Deployed(name, d, endpoint, reused=reused)
-                return
-        if status in FAILED_STATUSES or status == "STOPPED":
-            code = d.get("last_error_code") or status
-            message = d.get("last_error_message") or "the deployment failed"
+        if status == statuses.DEPLOYED and d.endpoint:
+            yield Deployed(name, d, d.endpoint, reused=reused)
+            return
+        if status in FAILED_STATUSES or status == statuses.STOPPED:
+            code = d.error_code or status
+            message = d.error_message or "the deployment failed"
             hint = (
                 f"pull it again with: kamiwaza pull {name}"
-                if code == "MUST_REDOWNLOAD"
+                if code == statuses.MUST_REDOWNLOAD
                 else f"see the engine log with: kamiwaza logs {dep_id[:8]}"
             )
             raise DeploymentFailed(
@@ -165,9 +151,9 @@ def _wait_deployed(platform: Platform, name: str, dep_id: str, timeout: float, *
         time.sleep(DEPLOY_POLL)
 
 
-def stop(platform: Platform, text: str | None, *, all_: bool = False) -> list[dict[str, Any]]:
+def stop(platform: Platform, text: str | None, *, all_: bool = False) -> list[Deployment]:
     if all_:
-        targets = [d for d in list_deployments(platform) if d.get("status") in ACTIVE_STATUSES]
+        targets = [d for d in list_deployments(platform) if d.status in ACTIVE_STATUSES]
     else:
         assert text is not None
         targets = find_deployments(platform, text)
@@ -176,19 +162,19 @@ def stop(platform: Platform, text: str | None, *, all_: bool = False) -> list[di
     return stop_deployments(platform, targets)
 
 
-def stop_deployments(platform: Platform, targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def stop_deployments(platform: Platform, targets: list[Deployment]) -> list[Deployment]:
     for d in targets:
-        platform.call(platform.client.serving.stop_deployment, deployment_id=d["id"])
+        platform.stop(d.id)
     return targets
 
 
 def logs(platform: Platform, dep_id: str) -> list[str]:
     try:
-        return list(platform.call(platform.client.serving.get_deployment_logs, dep_id).logs)
+        return list(platform.logs(dep_id).lines)
     except KamiwazaError:
         return []
 
 
 def log_snapshot(platform: Platform, dep_id: str) -> tuple[list[str], int, bool]:
-    r = platform.call(platform.client.serving.get_deployment_logs, dep_id)
-    return list(r.logs), int(r.total_lines_seen), bool(r.capture_active)
+    r = platform.logs(dep_id)
+    return list(r.lines), r.total, r.active

@@ -15,11 +15,11 @@ from pydantic import BaseModel, Field
 
 from ... import quantization
 from ...gguf import GGUFError, read_gguf
+from ...statuses import ACTIVE
 from .. import sources
 from ..downloads import DiskFull
 from ..sources import SourceError
 from ..store import UnsafeName, now
-from ..supervisor import ACTIVE
 from .context import ServerContext, need_model, source_error
 from .shapes import config_json, file_status, json_bytes, model_json, partial_file, remote_model_json
 

@@ -1,4 +1,4 @@
-"""``/api/ping``: the liveness answer control.py polls to know a server is up, and its version."""
+"""``/api/ping``: the liveness answer localserver.py polls to know a server is up, and its version."""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from uuid import UUID
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from ...statuses import DEPLOYED
 from .context import ServerContext
 
 # The OpenAI routes an engine serves; nothing else of the engine is reachable from outside.
@@ -42,7 +43,7 @@ def add_routes(api: APIRouter, ctx: ServerContext) -> None:
         if d is None:
             return JSONResponse({"detail": f"Deployment {deployment_id} not found"}, status_code=404)
         engine = ctx.supervisor.engine(d["id"])
-        if d["status"] != "DEPLOYED" or engine is None:
+        if d["status"] != DEPLOYED or engine is None:
             return JSONResponse(
                 {"detail": f"deployment {deployment_id} is not ready (status {d['status']})"}, status_code=503
             )

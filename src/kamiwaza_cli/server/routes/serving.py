@@ -18,9 +18,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from ... import quantization
+from ...statuses import ACTIVE
 from .. import engines
 from ..engines.llamacpp import MAX_SLOTS
-from ..supervisor import ACTIVE, AdmissionRefused, is_projector, port_is_free, tail
+from ..supervisor import AdmissionRefused, is_projector, port_is_free, tail
 from .context import ServerContext, need_deployment, need_model
 from .shapes import deployment_json, instance_json, raw_json
 

@@ -1,29 +1,25 @@
-"""Start, find, check and stop the embedded local server process from the CLI.
+"""Start, find, check and stop the embedded local server process, for the CLI.
 
-The server runs detached in its own session (so Ctrl+C in a terminal never reaches
-it, and ``stop`` can signal its whole process group, engines included), logs to
-``$KAMIWAZA_HOME/server.log`` and records itself in ``server.json``. Readiness is
-``GET /api/ping`` answering; a server that exits while starting is reported with
-the tail of its log. Light imports only: this runs on the CLI's start-up path.
+Client-side process control: the server package (server/) is what runs in that process; this is
+what the CLI does to it. The server runs detached in its own session (so Ctrl+C in a terminal never
+reaches it, and ``stop`` can signal its whole process group, engines included), logs to
+``$KAMIWAZA_HOME/server.log`` and records itself in ``server.json`` (server/shared.py). Readiness
+is ``GET /api/ping`` answering; a server that exits while starting is reported with the tail of
+its log. Light imports only: this runs on the CLI's start-up path.
 
 Secrets reach the server through its environment (readable by its owner alone), never its
-argv (``ps`` shows that to everyone). An API key is cleaned and checked here, for the CLI and
-for the server process alike: surrounding whitespace (a key file's newline) is dropped, and an
-empty key, or one that no HTTP header can carry, is refused before anything starts.
-The state directory is private: ``secure_home`` makes it 0700 and the server's umask 077, so
-every file the server or its engines create in it (catalog, logs, blobs) is 0600.
+argv (``ps`` shows that to everyone); the key is checked by ``server.shared.clean_api_key``
+before anything starts.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
 import signal
 import socket
 import ssl
-import stat
 import subprocess
 import sys
 import time
@@ -32,8 +28,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import portable
-from ..errors import KamiwazaError, PlatformUnreachable, UsageError
+from . import config, portable
+from .errors import KamiwazaError, PlatformUnreachable, UsageError
+from .server.shared import API_KEY_ENV, clean_api_key, is_loopback, state_path
 
 
 @dataclass(frozen=True)
@@ -49,67 +46,6 @@ class ServerInfo:
     def url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"{'https' if self.tls else 'http'}://{host}:{self.port}/api"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-API_KEY_ENV = "KAMIWAZA_LOCAL_API_KEY"
-
-
-def clean_api_key(raw: str | None, source: str) -> str | None:
-    """The server's API key from ``source`` (a flag, a file, stdin, the environment), or None when
-    none was given; a given key that is empty, blank or not sendable is a usage error."""
-    if raw is None:
-        return None
-    key = raw.strip()
-    if not key:
-        raise UsageError(
-            f"the API key from {source} is empty",
-            hint="put the key in a file and pass --api-key-file FILE, or give no key for a keyless loopback server",
-        )
-    if not all("!" <= c <= "~" or c == " " for c in key):
-        # Clients send it in an Authorization header, where only printable ASCII survives the trip.
-        raise UsageError(
-            f"the API key from {source} has characters other than printable ASCII",
-            hint="use a key like: python -c 'import secrets; print(secrets.token_urlsafe(32))'",
-        )
-    return key
-
-
-def secure_home(home: Path) -> Path:
-    """Make ``home`` private for this process and for what is already in it.
-
-    The umask (077) makes every file and directory created from now on, by this process and the
-    engines it starts, owner-only; a state directory from an older version, or one made by hand,
-    is tightened to 0700 and its files lose their group and other bits (engine binaries keep
-    their owner's execute bit). Symbolic links are left alone: their targets are not ours."""
-    os.umask(0o077)
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for root, dirs, files in os.walk(home):
-        for name in [*dirs, *files]:
-            _drop_group_other(Path(root) / name)
-    _drop_group_other(home)
-    return home
-
-
-def _drop_group_other(path: Path) -> None:
-    try:
-        st = path.lstat()
-        if not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077:
-            os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o077)
-    except OSError:
-        pass  # vanished meanwhile, or not ours: the umask still covers what we create
-
-
-def state_path(home: Path) -> Path:
-    return home / "server.json"
 
 
 def log_path(home: Path) -> Path:
@@ -204,7 +140,7 @@ def start(
     process in its environment."""
     security = security or Security()
     api_key = clean_api_key(
-        security.api_key if security.api_key is not None else os.environ.get(API_KEY_ENV), API_KEY_ENV
+        security.api_key if security.api_key is not None else config.local_api_key_raw(), API_KEY_ENV
     )
     current = status(home)
     if current is not None:
@@ -236,8 +172,8 @@ def start(
     env.pop(API_KEY_ENV, None)  # exactly the key checked above, or none
     for key, value in (
         (API_KEY_ENV, api_key),
-        ("KAMIWAZA_LOCAL_USER", security.user),
-        ("KAMIWAZA_LOCAL_PASSWORD", security.password),
+        (config.SETTINGS["local_user"].env, security.user),
+        (config.SETTINGS["local_password"].env, security.password),
     ):
         if value:
             env[key] = value

@@ -1,0 +1,497 @@
+"""The port's adapter to kamiwaza_sdk: the only module that imports the SDK.
+
+``SdkPlatform`` implements the ``Platform`` port (port.py) with the official client: it makes the
+SDK calls, turns SDK exceptions into the CLI's own (errors.py) and the wire's JSON into records
+(records.py), so that a message, an exit code and a field name are decided here and nowhere else.
+Deployments are read as raw JSON (the SDK's model drops what a server adds beyond its schema,
+such as the local server's slots and context) and their OpenAI endpoint is computed here by the
+SDK's own rule, so one request answers both "which deployments" and "where do they answer".
+The SDK is imported lazily (it costs ~1.5 s) and its chatter is contained: its loggers are
+silenced unless --debug, and what it ``print()``s to stdout is sent to stderr so stdout stays data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+from urllib.parse import urlparse, urlunparse
+
+from .. import config, sdkimport, statuses
+from ..errors import AuthError, DownloadFailed, KamiwazaError, NotFound, PlatformUnreachable, UsageError
+from .records import (
+    Deployment,
+    DeployRefused,
+    DownloadStarted,
+    DownloadStatus,
+    LoginThrottled,
+    Logs,
+    Model,
+    ModelConfig,
+    ModelFile,
+    ModelUnavailable,
+    QuantizationUnavailable,
+    Tokens,
+    User,
+)
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT = 10.0
+
+
+class SdkPlatform:
+    """The platform a command talks to, through the official SDK (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str | None = None,
+        is_local: bool = False,
+        debug: bool = False,
+        verify: bool = True,
+        ca_bundle: str | None = None,
+        timeout: float = 120.0,
+    ) -> None:
+        self.url = url
+        self._api_key = api_key
+        self.is_local = is_local
+        self.debug = debug
+        self.verify = verify
+        self.ca_bundle = ca_bundle
+        self.timeout = timeout
+        self._client: Any = None
+
+    @property
+    def api_key(self) -> str | None:
+        return self._api_key
+
+    @api_key.setter
+    def api_key(self, value: str | None) -> None:
+        # The SDK client reads its key once; a new key (after a login or refresh) needs a new client.
+        if value != self._api_key:
+            self._api_key = value
+            self._client = None
+
+    @property
+    def _sdk(self) -> Any:
+        if self._client is None:
+            self._client = self._make_client()
+        return self._client
+
+    def _make_client(self) -> Any:
+        level = logging.DEBUG if self.debug else logging.CRITICAL
+        # The SDK's constructor calls logging.basicConfig; give the root a handler first
+        # so that call is a no-op, and keep SDK/urllib3 noise off the terminal.
+        root = logging.getLogger()
+        if not root.handlers:
+            root.addHandler(logging.StreamHandler(sys.stderr) if self.debug else logging.NullHandler())
+        for name in ("kamiwaza_sdk", "urllib3", "httpx"):
+            logging.getLogger(name).setLevel(level)
+        sdkimport.install()  # openai and the SDK's unused services are imported when first used
+        with _stdout_to_stderr(self.debug):
+            from kamiwaza_sdk import KamiwazaClient
+
+            client: Any = KamiwazaClient(
+                self.url, api_key=self.api_key, log_level=level, verify=self.verify, ca_bundle=self.ca_bundle
+            )
+        original = client.session.request
+
+        @functools.wraps(original)
+        def request_with_timeout(method: str, url: str, **kwargs: Any) -> Any:
+            # requests has no default timeout and the SDK sets none for most calls; a platform
+            # that stops answering must give an error, not a hang.
+            if kwargs.get("timeout") is None:
+                kwargs["timeout"] = (min(CONNECT_TIMEOUT, self.timeout), self.timeout)
+            if self.debug:
+                print(f"→ {method} {url}", file=sys.stderr)
+            return original(method, url, **kwargs)
+
+        client.session.request = request_with_timeout
+        return client
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one SDK call with its errors translated and its stdout sent to stderr."""
+        from kamiwaza_sdk import exceptions as sdk
+
+        try:
+            with _stdout_to_stderr(self.debug):
+                return fn(*args, **kwargs)
+        except sdk.AuthenticationError as exc:
+            raise AuthError(f"not authenticated with {self.url}", hint="log in with: kamiwaza login") from exc
+        except sdk.NonAPIResponseError as exc:
+            raise PlatformUnreachable(
+                f"{self.url} did not answer like a Kamiwaza API",
+                hint="check the URL (it must end in /api): kamiwaza config show",
+            ) from exc
+        except sdk.APIError as exc:
+            raise self._translate(exc) from exc
+
+    def _raw(self, method: str, path: str, **kwargs: Any) -> Any:
+        """A platform route as JSON, for what the SDK has no method for or would drop fields of."""
+        verb = {"GET": self._sdk.get, "POST": self._sdk.post, "DELETE": self._sdk.delete}[method]
+        return self._call(verb, path, **kwargs)
+
+    # Authentication (the token store is the CLI's; the SDK only makes the calls)
+
+    def login(self, username: str, password: str) -> Tokens:
+        try:
+            resp = self._call(self._sdk.auth.login_with_password, username, password)
+        except KamiwazaError as exc:
+            if getattr(exc.__cause__, "status_code", None) != 429:
+                raise
+            wait = getattr(exc.__cause__, "retry_after", None)
+            raise LoginThrottled(f"login to {self.url} refused: too many failed attempts", wait) from exc
+        return _tokens(resp)
+
+    def refresh(self, refresh_token: str) -> Tokens:
+        return _tokens(self._call(self._sdk.auth.refresh_access_token, refresh_token))
+
+    def whoami(self) -> User:
+        u = self._call(self._sdk.auth.get_current_user)
+        return User(
+            username=str(u.username),
+            sub=_opt_str(getattr(u, "sub", None)),
+            email=_opt_str(getattr(u, "email", None)),
+            groups=tuple(str(g) for g in getattr(u, "groups", None) or ()),
+            roles=tuple(str(r) for r in getattr(u, "roles", None) or ()),
+        )
+
+    def ping(self) -> dict[str, Any]:
+        answer = self._raw("GET", "/ping")
+        return dict(answer) if isinstance(answer, dict) else {}
+
+    # Models
+
+    def models(self) -> list[Model]:
+        """Every registered model, with its files (one request). Parsed by the SDK's schema, so
+        values (timestamps, ids) read as the SDK gives them."""
+        return [_model(m.model_dump(mode="json")) for m in self._call(self._sdk.models.list_models, load_files=True)]
+
+    def model(self, model_id: str) -> Model:
+        return _model(self._call(self._sdk.models.get_model, model_id).model_dump(mode="json"))
+
+    def model_by_repo(self, repo_id: str) -> Model | None:
+        return next((m for m in self.models() if m.repo_id == repo_id), None)
+
+    def model_configs(self, model_id: str) -> list[ModelConfig]:
+        return [
+            ModelConfig(str(c.id), c.name, bool(c.default), dict(c.config or {}))
+            for c in self._call(self._sdk.models.get_model_configs, model_id)
+        ]
+
+    def hub_files(self, hub: str, repo_id: str) -> list[ModelFile]:
+        """The files the hub offers for a repo (what could be pulled)."""
+        files = self._call(self._sdk.models.search_hub_model_files, {"hub": hub, "model": repo_id})
+        return [_file(f.model_dump(mode="json") if hasattr(f, "model_dump") else dict(f)) for f in files]
+
+    def delete_model(self, model_id: str) -> None:
+        self._call(self._sdk.models.delete_model, model_id)
+
+    # Downloads
+
+    def start_download(self, repo_id: str, quantization: str) -> DownloadStarted:
+        """Ask the platform to download a repo's files of one quantization (the SDK's selection
+        rules and fallbacks). Raises QuantizationUnavailable, ModelUnavailable, or the hub's
+        refusal (AuthError when gated, DownloadFailed when offline, UsageError for a bad name)."""
+        try:
+            result = dict(self._call(self._sdk.models.initiate_model_download, repo_id, quantization=quantization))
+        except ValueError as exc:  # the SDK's own checks: no such repo, or no such quantization
+            text = str(exc)
+            if "Available quantizations" in text or "No compatible files" in text:
+                listed = text.split("Available quantizations:", 1)[1] if "Available quantizations:" in text else ""
+                available = [q.strip() for q in listed.split(",") if q.strip()]
+                raise QuantizationUnavailable(repo_id, quantization, available) from exc
+            raise self._diagnose_missing(repo_id) from exc
+        answer = result.get("result") or {}
+        model = result.get("model")
+        model_id = answer.get("model_id") if isinstance(answer, dict) else None
+        model_id = model_id or getattr(model, "id", None)
+        return DownloadStarted(
+            repo_id=repo_id,
+            name=str(getattr(model, "name", None) or repo_id.rsplit("/", 1)[-1]),
+            model_id=str(model_id) if model_id else None,
+            files=tuple(str(i) for i in (answer.get("files") or [])),
+            already_downloaded=answer.get("message") == "Files already downloaded",
+        )
+
+    def _diagnose_missing(self, repo_id: str) -> KamiwazaError:
+        """Why the platform found no such model: ask its search for the hub's own error."""
+        try:
+            found = self._raw("POST", "/models/search/", json={"query": repo_id, "exact": False, "limit": 10})
+        except KamiwazaError:
+            found = {}
+        found = found if isinstance(found, dict) else {}
+        code, message = found.get("hub_error_code"), found.get("hub_error")
+        if code == "gated":
+            return AuthError(
+                message or f"{repo_id} is gated",
+                hint="accept the license on the hub, then set HF_TOKEN for the server",
+            )
+        if code == "offline":
+            return DownloadFailed(
+                message or "the platform cannot reach the hub",
+                hint="check the server's network (or HF_ENDPOINT), then pull again",
+            )
+        if code == "bad_input":
+            return UsageError(message or f"invalid model {repo_id!r}")
+        return ModelUnavailable(repo_id, message)
+
+    def download_status(self, model_id: str) -> list[DownloadStatus]:
+        """The download state of a model's files (raw rows: the SDK's check_download_status
+        swallows errors and drops the extra fields, bytes and error text, the local server adds)."""
+        rows = self._raw("GET", "/model_files/download_status/", params={"model_ids": [model_id]})
+        return [_status(r) for r in rows] if isinstance(rows, list) else []
+
+    def cancel_download(self, file_id: str) -> None:
+        self._raw("DELETE", f"/model_files/{file_id}/download")
+
+    # Serving
+
+    def deployments(self, model_id: str | None = None) -> list[Deployment]:
+        """Every deployment (starting and failed ones too), with the endpoint of those serving:
+        one request."""
+        params = {"model_id": str(model_id)} if model_id else None
+        return [self._deployment(d) for d in self._call(self._sdk.get, "/serving/deployments", params=params)]
+
+    def deployment(self, deployment_id: str) -> Deployment:
+        return self._deployment(dict(self._call(self._sdk.get, f"/serving/deployment/{deployment_id}")))
+
+    def deploy(
+        self,
+        model_id: str,
+        *,
+        port: int | None = None,
+        parallel: int | None = None,
+        force_cpu: bool = False,
+    ) -> str:
+        """Ask for a deployment of a model with its default config; its id (it starts in the background)."""
+        kwargs: dict[str, Any] = {"model_id": model_id, "wait": False}
+        if port:
+            kwargs["lb_port"] = port
+        if parallel:
+            kwargs["max_concurrent_requests"] = parallel
+        if force_cpu:
+            kwargs["force_cpu"] = True
+        try:
+            dep_id = self._call(self._sdk.serving.deploy_model, **kwargs)
+        except ValueError as exc:  # the SDK's own checks (no config, bad ids)
+            raise DeployRefused(str(exc)) from exc
+        if dep_id is False or dep_id is None:
+            raise DeployRefused("the platform refused the deployment")
+        return str(dep_id)
+
+    def stop(self, deployment_id: str) -> None:
+        self._call(self._sdk.serving.stop_deployment, deployment_id=deployment_id)
+
+    def logs(self, deployment_id: str) -> Logs:
+        r = self._call(self._sdk.serving.get_deployment_logs, deployment_id)
+        return Logs(tuple(str(x) for x in r.logs), int(r.total_lines_seen), bool(r.capture_active))
+
+    def openai_client(self, deployment: Deployment) -> Any:
+        """An OpenAI client for a serving deployment, built by the SDK for the endpoint already known
+        (no request)."""
+        if not deployment.endpoint:
+            raise NotFound(f"deployment {deployment.id[:8]} is not serving", hint="see it with: kamiwaza ps")
+        client = self._call(self._sdk.openai.get_client, endpoint=deployment.endpoint)
+        # A dead endpoint must be reported at once, not retried with backoff.
+        client = client.with_options(max_retries=0)
+        # openai imports its chat resources on first attribute access (~55 ms) and builds the
+        # pydantic models of a streamed chunk on first use (~11 ms): do both now, with the rest of
+        # start-up, rather than inside the first reply's time to first token.
+        client.chat.completions  # noqa: B018
+        _build_chunk_types()
+        return client
+
+    def _deployment(self, d: dict[str, Any]) -> Deployment:
+        return Deployment(
+            id=str(d["id"]),
+            model_id=str(d.get("m_id")),
+            model_name=_opt_str(d.get("m_name")),
+            status=str(d.get("status") or ""),
+            engine=_opt_str(d.get("engine_name")),
+            port=_opt_int(d.get("lb_port")) or None,
+            slots=_opt_int(d.get("max_concurrent_requests")),
+            context_per_slot=_opt_int(d.get("context_per_slot")),
+            threads=_opt_int(d.get("engine_threads")),
+            force_cpu=bool(d.get("force_cpu")),
+            requested_at=_opt_str(d.get("requested_at")),
+            deployed_at=_opt_str(d.get("deployed_at")),
+            error_code=_opt_str(d.get("last_error_code")),
+            error_message=_opt_str(d.get("last_error_message")),
+            endpoint=self._endpoint(d),
+        )
+
+    def _endpoint(self, d: dict[str, Any]) -> str | None:
+        """The SDK's rule (ServingService.list_active_deployments): only a DEPLOYED deployment with a
+        DEPLOYED instance has one; its access_path on the runtime origin, else its lb_port, else the
+        gateway path."""
+        if d.get("status") != statuses.DEPLOYED or not any(
+            isinstance(i, dict) and i.get("status") == statuses.DEPLOYED for i in d.get("instances") or []
+        ):
+            return None
+        origin = _runtime_origin(self.url)
+        access_path = d.get("access_path")
+        if access_path:
+            path = (access_path if access_path.startswith("/") else f"/{access_path}").rstrip("/")
+            return f"{origin}{path}" if path.endswith("/v1") else f"{origin}{path}/v1"
+        lb_port = d.get("lb_port")
+        if lb_port and lb_port != 443:
+            parsed = urlparse(origin)
+            return f"{parsed.scheme}://{parsed.hostname or parsed.netloc}:{lb_port}/v1"
+        return f"{origin}/runtime/models/{d['id']}/v1"
+
+    def _translate(self, exc: Any) -> KamiwazaError:
+        status = getattr(exc, "status_code", None)
+        detail = _detail(exc)
+        if status is None:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSLError" in str(exc):
+                return PlatformUnreachable(
+                    f"the TLS certificate of {self.url} could not be verified",
+                    hint="give its CA with --ca-bundle FILE, or skip the check with --insecure",
+                )
+            hint = (
+                "start it with: kamiwaza server start" if self.is_local else "check the URL with: kamiwaza config show"
+            )
+            if "timed out" in str(exc).lower() or "Timeout" in str(exc):
+                return PlatformUnreachable(
+                    f"the platform at {self.url} stopped answering (no reply in {self.timeout:g} s)",
+                    hint="try again, or wait longer with KAMIWAZA_TIMEOUT=SECONDS",
+                )
+            return PlatformUnreachable(f"cannot reach the platform at {self.url}", hint=hint)
+        if status == 403:
+            if "gated" in detail:
+                return AuthError(
+                    detail, hint="accept the license on the hub, then restart the server with HF_TOKEN set"
+                )
+            return AuthError(f"forbidden: {detail}", hint="ask an administrator for access, or log in as another user")
+        if status == 404:
+            return NotFound(detail)
+        if status in (400, 409, 422):
+            return UsageError(detail) if status != 409 else KamiwazaError(detail)
+        if status == 507:
+            return DownloadFailed(detail, hint="free some disk space, then pull again")
+        if status == 502:
+            return DownloadFailed(detail)
+        return KamiwazaError(f"the platform answered HTTP {status}: {detail}")
+
+
+def _detail(exc: Any) -> str:
+    data = getattr(exc, "response_data", None)
+    if isinstance(data, dict):
+        detail = data.get("detail")
+        if isinstance(detail, str):
+            return detail
+        if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+            first = detail[0]
+            loc = ".".join(str(p) for p in first.get("loc", []) if p != "body")
+            return f"invalid request: {loc}: {first.get('msg', 'invalid')}"
+        if detail is not None:
+            return str(detail)
+    text = getattr(exc, "response_text", None) or str(exc)
+    return text.strip().splitlines()[0][:300] if text.strip() else "no details"
+
+
+def _runtime_origin(base_url: str) -> str:
+    """Where deployments answer, as the SDK computes it (ServingService._runtime_origin)."""
+    source = config.value("runtime_base_url") or base_url or config.value("public_api_url") or ""
+    parsed = urlparse(str(source))
+    scheme = parsed.scheme or "https"
+    use_https = config.env_raw("use_https")
+    if use_https is not None:
+        scheme = "http" if use_https.lower() == "false" else "https"
+    path = parsed.path.rstrip("/")
+    if path.endswith("/api"):
+        path = path[:-4]
+    return urlunparse((scheme, parsed.netloc, path, "", "", "")).rstrip("/")
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _opt_int(value: Any) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _tokens(resp: Any) -> Tokens:
+    expires_in = getattr(resp, "expires_in", None)
+    return Tokens(str(resp.access_token), _opt_str(getattr(resp, "refresh_token", None)), expires_in)
+
+
+def _file(f: dict[str, Any]) -> ModelFile:
+    return ModelFile(
+        id=str(f.get("id")),
+        name=str(f.get("name") or ""),
+        size=_opt_int(f.get("size")),
+        checksum=_opt_str(f.get("checksum")),
+        path=_opt_str(f.get("storage_location")) or None,
+        downloading=bool(f.get("is_downloading")),
+        requested=f.get("dl_requested_at") is not None,
+    )
+
+
+def _model(m: dict[str, Any]) -> Model:
+    return Model(
+        id=str(m.get("id")),
+        name=str(m.get("name") or ""),
+        repo_id=_opt_str(m.get("repo_modelId")),
+        hub=_opt_str(m.get("hub")),
+        modified=_opt_str(m.get("modified_timestamp")),
+        files=tuple(_file(f) for f in m.get("m_files") or []),
+    )
+
+
+def _status(row: dict[str, Any]) -> DownloadStatus:
+    total = _opt_int(row.get("size"))
+    ready = bool(row.get("storage_location")) and not row.get("is_downloading") and row.get("dl_requested_at") is None
+    state = "downloading" if row.get("is_downloading") else ("downloaded" if ready else "failed")
+    if row.get("download_error") == "cancelled" or (
+        not row.get("is_downloading") and row.get("download_cancelled_at") and not row.get("storage_location")
+    ):
+        state = "cancelled"
+    done = row.get("bytes_downloaded")
+    if done is None:
+        pct = row.get("download_percentage") or 0
+        done = int(total * pct / 100) if total else 0
+    return DownloadStatus(
+        file_id=str(row["id"]),
+        name=str(row.get("name") or ""),
+        size=total,
+        done=int(done),
+        state=state,
+        error=_opt_str(row.get("download_error")),
+        speed=row.get("download_speed"),
+        eta=_opt_int(row.get("download_eta")),
+    )
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr(debug: bool) -> Iterator[None]:
+    # The SDK print()s its own error chatter; errors reach users through our translation
+    # instead, so the chatter is only shown with --debug.
+    target = sys.stderr if debug else io.StringIO()
+    with contextlib.redirect_stdout(target):
+        yield
+
+
+def _build_chunk_types() -> None:
+    from openai.types.chat import ChatCompletionChunk
+
+    chunk: dict[str, Any] = {
+        "id": "warm-up",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+    }
+    ChatCompletionChunk.construct(**chunk)  # openai's recursive construct, as the stream does per event

@@ -1,0 +1,263 @@
+"""The commands against FakePlatform (tests/fakeplatform.py): rendering, JSON shapes, errors, exit codes
+and how many platform calls each command makes, in milliseconds and with no server or engine.
+
+The real end-to-end tests (test_models_cli.py, test_serving.py, ...) prove the same commands over
+real HTTP against the local server; these pin the CLI's own behaviour on top of the port.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fakeplatform import FakeCli, FakePlatform, HubRepo
+
+TINY = "kamiwaza-test/tiny-GGUF"
+TINY_FILES = {"tiny-Q4_K_M.gguf": 4000, "tiny-Q6_K.gguf": 6000, "tiny-Q8_0.gguf": 8000}
+
+MODEL_KEYS = {"id", "name", "repo_id", "hub", "status", "quantizations", "files", "files_ready", "size", "modified"}
+DEPLOYMENT_KEYS = {
+    "id", "model", "model_id", "status", "engine", "endpoint", "port", "slots", "context_per_slot", "threads",
+    "uptime_seconds", "requested_at", "deployed_at", "last_error_code", "last_error_message",
+}  # fmt: skip
+
+
+@pytest.fixture
+def fake() -> FakePlatform:
+    p = FakePlatform()
+    p.hub[TINY] = HubRepo(dict(TINY_FILES))
+    return p
+
+
+@pytest.fixture
+def kw(fake: FakePlatform, tmp_path: Path) -> FakeCli:
+    return FakeCli(fake, env={"KAMIWAZA_HOME": str(tmp_path)})
+
+
+# list / show
+
+
+def test_list_json_shape_and_table(fake: FakePlatform, kw: FakeCli) -> None:
+    empty = kw.invoke("list")
+    assert empty.exit_code == 0 and empty.stdout == "" and "No models yet" in empty.stderr
+    fake.add_model(TINY, {"tiny-Q4_K_M.gguf": 4000, "tiny-Q8_0.gguf": 8000})
+    fake.add_model("org/half-GGUF", {"half-Q4_K_M.gguf": 10}, ready=False)
+    r = kw.invoke("list", "--json")
+    assert r.exit_code == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [set(row) for row in rows] == [MODEL_KEYS, MODEL_KEYS]
+    tiny, half = rows
+    assert tiny["repo_id"] == TINY and tiny["status"] == "ready" and tiny["quantizations"] == ["q4_k_m", "q8_0"]
+    assert (tiny["files"], tiny["files_ready"], tiny["size"]) == (2, 2, 12000)
+    assert half["status"] == "incomplete" and half["files_ready"] == 0 and half["size"] == 0
+    table = kw.invoke("list").stdout.splitlines()
+    assert table[0].split() == ["MODEL", "REPO", "ID", "QUANT", "FILES", "SIZE", "MODIFIED"]
+    assert table[1].split()[:3] == ["tiny", TINY, "q4_k_m,q8_0"]
+    assert "half (incomplete)" in table[2] and "0/1" in table[2]
+    assert fake.count("models") == 3  # one request per command
+
+
+def test_show_json_shape(fake: FakePlatform, kw: FakeCli) -> None:
+    m = fake.add_model(TINY, {"tiny-Q8_0.gguf": 8000})
+    fake.add_deployment(m)
+    r = kw.invoke("show", "tiny", "--json")
+    assert r.exit_code == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert set(shown) == {"model", "files", "quantizations_available", "configs", "gguf", "deployments"}
+    assert shown["model"]["repo_id"] == TINY and shown["model"]["quantizations"] == ["q8_0"]
+    assert shown["quantizations_available"] == ["q4_k_m", "q6_k", "q8_0"]  # what the hub offers
+    assert shown["files"] == [
+        {"id": m.files[0].id, "name": "tiny-Q8_0.gguf", "size": 8000, "sha256": "ab" * 32, "status": "downloaded"}
+    ]
+    assert shown["configs"][0]["default"] is True
+    assert [(d["status"], d["slots"], d["context_per_slot"]) for d in shown["deployments"]] == [("DEPLOYED", 4, 4096)]
+    human = kw.invoke("show", "tiny").stdout
+    assert "Repo ID   kamiwaza-test/tiny-GGUF" in human and "4 requests at once, 4096 tokens of context" in human
+
+
+def test_unknown_model_suggests_and_exits_4(fake: FakePlatform, kw: FakeCli) -> None:
+    fake.add_model(TINY)
+    r = kw.invoke("show", "tinny")
+    assert r.exit_code == 4 and "model 'tinny' is not downloaded; did you mean: tiny?" in r.stderr
+
+
+# pull
+
+
+def test_pull_shows_progress_and_makes_the_minimum_calls(fake: FakePlatform, kw: FakeCli) -> None:
+    fake.steps = 4
+    r = kw.invoke("pull", f"{TINY}:q8_0", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert "Downloading tiny" in r.stderr and "tiny-Q8_0.gguf: 50%" in r.stderr and "Download complete" in r.stderr
+    pulled = json.loads(r.stdout)
+    assert set(pulled) == MODEL_KEYS and pulled["quantizations"] == ["q8_0"] and pulled["files_ready"] == 1
+    # the models once, the request, one status poll per step (the first one also starts the bars), the result once
+    assert fake.calls == ["models", "start_download", *["download_status"] * 4, "model"]
+
+
+def test_pull_of_a_downloaded_model_says_so(fake: FakePlatform, kw: FakeCli) -> None:
+    fake.add_model(TINY, {"tiny-Q6_K.gguf": 6000})
+    r = kw.invoke("pull", TINY)
+    assert r.exit_code == 0 and "tiny is already downloaded" in r.stderr
+    assert fake.calls == ["models"]
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "phrase"),
+    [
+        ("gated", 5, "is gated"),
+        ("offline", 1, "cannot reach the hub"),
+        ("bad_input", 2, "invalid model"),
+        ("missing", 4, "kamiwaza-test/tiny-GGUF was not found"),
+    ],
+)
+def test_pull_refusals_map_to_exit_codes(fake: FakePlatform, kw: FakeCli, error: str, code: int, phrase: str) -> None:
+    fake.hub[TINY].error = error
+    r = kw.invoke("pull", TINY)
+    assert r.exit_code == code, r.stderr
+    assert r.stderr.startswith("Error: ") and phrase in r.stderr and r.stdout == ""
+
+
+def test_pull_of_a_missing_quantization_names_the_available_ones(kw: FakeCli) -> None:
+    r = kw.invoke("pull", f"{TINY}:iq2_xs")
+    assert r.exit_code == 4
+    assert "has no iq2_xs files; available quantizations: q4_k_m, q6_k, q8_0" in r.stderr
+    assert "try: kamiwaza pull kamiwaza-test/tiny-GGUF:q4_k_m" in r.stderr
+
+
+def test_failed_pull_reports_the_error_and_drops_the_model(fake: FakePlatform, kw: FakeCli) -> None:
+    fake.hub[TINY].fail = "checksum mismatch"
+    r = kw.invoke("pull", TINY)
+    assert r.exit_code == 1 and "Error: checksum mismatch" in r.stderr and "try again with: kamiwaza pull" in r.stderr
+    assert fake.models() == []  # nothing half-registered
+
+
+def test_pull_cancel(fake: FakePlatform, kw: FakeCli) -> None:
+    none = kw.invoke("pull", "--cancel", TINY)
+    assert none.exit_code == 4
+    fake.add_model(TINY, {"tiny-Q6_K.gguf": 6000}, ready=False)
+    fake.start_download(TINY, "q6_k")
+    r = kw.invoke("pull", "--cancel", "tiny")
+    assert r.exit_code == 0 and "Download of tiny cancelled" in r.stderr
+    assert fake.download_status(fake.models()[0].id)[0].state == "cancelled"
+
+
+# serve / ps / stop / rm / logs
+
+
+def test_serve_deploys_then_reuses(fake: FakePlatform, kw: FakeCli) -> None:
+    fake.add_model(TINY)
+    fake.deploy_polls = 3
+    r = kw.invoke("serve", "tiny", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert "Deploying tiny" in r.stderr and "Deployment ready!" in r.stderr
+    row = json.loads(r.stdout)
+    assert set(row) == DEPLOYMENT_KEYS and row["status"] == "DEPLOYED"
+    assert row["endpoint"] == f"http://127.0.0.1:7777/runtime/models/{row['id']}/v1"
+    assert fake.count("deploy") == 1 and fake.count("deployment") == 3
+    again = kw.invoke("serve", "tiny")
+    assert again.exit_code == 0 and "Using existing deployment of tiny" in again.stderr
+    assert fake.count("deploy") == 1  # reused, not deployed twice
+
+
+def test_serve_no_pull_and_failed_deploy(fake: FakePlatform, kw: FakeCli) -> None:
+    r = kw.invoke("serve", "tiny", "--no-pull")
+    assert r.exit_code == 4 and "is not downloaded" in r.stderr
+    fake.add_model(TINY)
+    fake.fail_deploy.add("tiny")
+    failed = kw.invoke("serve", "tiny")
+    assert failed.exit_code == 1
+    assert "tiny failed to deploy (ENGINE_EXITED): the engine exited" in failed.stderr
+    assert "model is corrupt" in failed.stderr  # the engine log's tail
+
+
+def test_ps_renders_and_fetches_deployments_once(fake: FakePlatform, kw: FakeCli) -> None:
+    nothing = kw.invoke("ps")
+    assert nothing.exit_code == 0 and "Nothing is running" in nothing.stderr
+    m = fake.add_model(TINY)
+    up = fake.add_deployment(m)
+    fake.add_deployment(m, "FAILED", error_code="OOM")
+    fake.add_deployment(m, "STOPPED")
+    fake.calls.clear()
+    r = kw.invoke("ps", "--json")
+    assert fake.calls == ["deployments"]
+    rows = json.loads(r.stdout)
+    assert [(d["status"], d["endpoint"]) for d in rows] == [("DEPLOYED", up.endpoint), ("FAILED", None)]
+    assert all(set(d) == DEPLOYMENT_KEYS for d in rows) and rows[0]["uptime_seconds"] > 0
+    table = kw.invoke("ps").stdout.splitlines()
+    assert "● RUNNING" in table[1] and "4×4096" in table[1] and up.endpoint in table[1]
+    assert "✖ FAILED" in table[2] and "OOM" in table[2]
+    assert len(json.loads(kw.invoke("ps", "--all", "--json").stdout)) == 3
+
+
+def test_stop_by_name_and_unknown(fake: FakePlatform, kw: FakeCli) -> None:
+    m = fake.add_model(TINY)
+    fake.add_deployment(m)
+    missing = kw.invoke("stop", "nothing-here")
+    assert missing.exit_code == 4 and "'nothing-here' is not running" in missing.stderr
+    r = kw.invoke("stop", "tiny")
+    assert r.exit_code == 0 and "Stopping tiny" in r.stderr and "Model stopped" in r.stderr
+    assert [d.status for d in fake.deployments()] == ["STOPPED"]
+    usage = kw.invoke("stop")
+    assert usage.exit_code == 2
+
+
+def test_rm_refuses_while_deployed_unless_forced(fake: FakePlatform, kw: FakeCli) -> None:
+    m = fake.add_model(TINY)
+    dep = fake.add_deployment(m)
+    r = kw.invoke("rm", "tiny")
+    assert r.exit_code == 1 and f"tiny is used by deployment {dep.id[:8]} (DEPLOYED)" in r.stderr
+    assert "kamiwaza rm --force tiny" in r.stderr and len(fake.models()) == 1
+    forced = kw.invoke("rm", "--force", "tiny")
+    assert forced.exit_code == 0 and "Removed tiny" in forced.stderr
+    assert fake.models() == [] and [d.status for d in fake.deployments()] == ["STOPPED"]
+
+
+def test_logs_prints_the_tail(fake: FakePlatform, kw: FakeCli) -> None:
+    m = fake.add_model(TINY)
+    fake.add_deployment(m)
+    r = kw.invoke("logs", "tiny", "-n", "2")
+    assert r.exit_code == 0 and r.stdout.splitlines() == ["engine log line 4", "engine log line 5"]
+
+
+# run
+
+
+def test_run_on_a_running_deployment_makes_one_lookup(fake: FakePlatform, kw: FakeCli) -> None:
+    m = fake.add_model(TINY)
+    dep = fake.add_deployment(m)
+    fake.calls.clear()
+    r = kw.invoke("run", "tiny", "Say hello", "--json")
+    assert r.exit_code == 0, r.stderr
+    answer = json.loads(r.stdout)
+    assert answer["reply"].strip() == "Hello there!" and answer["deployment_id"] == dep.id
+    assert answer["endpoint"] == dep.endpoint
+    # the models (to resolve the name), the deployments once (endpoint included), then the chat
+    assert fake.calls == ["models", "deployments", "openai_client", "chat"]
+
+
+def test_run_pulls_and_serves_first(fake: FakePlatform, kw: FakeCli) -> None:
+    r = kw.invoke("run", TINY, "Hi")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.strip() == "Hello there!"
+    assert "Download complete" in r.stderr and "Deployment ready!" in r.stderr
+    assert fake.count("models") == 1  # serve's lookup serves the pull too
+
+
+# login / whoami
+
+
+def test_login_whoami_and_throttling(fake: FakePlatform, kw: FakeCli) -> None:
+    wrong = kw.invoke("login", "-u", "tester", "--password-stdin", input="nope\n")
+    assert wrong.exit_code == 5 and "wrong username or password" in wrong.stderr
+    ok = kw.invoke("login", "-u", "tester", "--password-stdin", input="secret\n")
+    assert ok.exit_code == 0 and f"Logged in to {fake.url} as tester" in ok.stderr
+    me = json.loads(kw.invoke("whoami", "--json").stdout)
+    assert me == {
+        "username": "tester", "sub": "sub-1", "email": "tester@example.com", "groups": ["users"], "roles": ["admin"],
+        "platform": fake.url,
+    }  # fmt: skip
+    fake.throttle = 12.5
+    refused = kw.invoke("login", "-u", "tester", "--password-stdin", input="secret\n")
+    assert refused.exit_code == 5 and "too many failed attempts" in refused.stderr and "wait 13 s" in refused.stderr
