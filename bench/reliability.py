@@ -26,6 +26,7 @@ from .common import REPO_ROOT, figure, log, write_result
 SUITE = "tests/reliability"
 RECORD_ENV = "KAMIWAZA_RELIABILITY_RECORD"  # the same name as tests/reliability/support.py's
 BAD_INPUT_MIN_CASES = 30
+MB = 1 << 20
 
 # module -> (row title, target)
 PARTS = {
@@ -124,6 +125,42 @@ def note_for(module: str, facts: dict[str, dict[str, Any]], states: dict[str, li
             f"{routes} API routes (status and error body) and {len(tried) - routes} CLI commands (exit code, one "
             "error line naming the next step); each also checks that nothing was written"
         )
+    if module == "test_security_http":
+        if "http_header_flood" in facts:
+            flood = facts["http_header_flood"]
+            parts.append(
+                f"a {flood['header_bytes'] // MB} MiB header got 431 while {flood['pings']} pings answered in at most "
+                f"{flood['max_ping_ms']} ms (limit 100)"
+            )
+        if "http_unauthenticated_body" in facts:
+            body = facts["http_unauthenticated_body"]
+            parts.append(
+                f"{body['sent_mb']} MB sent of a 60 MB unauthenticated body: 401, server RSS "
+                f"{body['rss_growth_mb']:+.1f} MB (limit +10)"
+            )
+    if module == "test_security_downloads":
+        if "hostile_body_stopped" in facts:
+            stopped = facts["hostile_body_stopped"]
+            parts.append(
+                f"a body past its declared {stopped['declared'] // MB} MiB stopped after "
+                f"{stopped['served'] / MB:.1f} MiB served"
+            )
+        if "slow_urls_catalog" in facts:
+            slow = facts["slow_urls_catalog"]
+            parts.append(
+                f"{slow['pulls']} pulls of {slow['urls']} slow URLs: GET /models/ at most {slow['worst_ms']} ms "
+                "(limit 100)"
+            )
+    if module == "test_security_admission":
+        if "admission: concurrent over-memory deploys" in facts:
+            both = facts["admission: concurrent over-memory deploys"]
+            parts.append(f"2 concurrent over-memory deploys: {both['accepted']} accepted, {both['refused']} refused")
+        if "admission: next request after a disconnect" in facts:
+            after = facts["admission: next request after a disconnect"]
+            parts.append(
+                f"first token after a client hung up: {after['first_token_s']:.2f} s (idle engine "
+                f"{after['idle_first_token_s']:.2f} s)"
+            )
     if states.get("failed"):
         parts.append("FAILED: " + ", ".join(states["failed"]))
     if states.get("skipped"):

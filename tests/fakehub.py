@@ -7,7 +7,9 @@ huggingface.co (search, model metadata, downloads) is tested against this server
 This module owns:
 
 * ``HubFile`` -- one file of a fake repo, backed by a real file on disk, with knobs to break it on
-  purpose (corrupt bytes, a lying advertised size).
+  purpose (corrupt bytes, a lying advertised size, a body longer than the file or one that never
+  ends, no size anywhere). Its name is served as given: a hostile listing (``./x`` beside ``x``,
+  ``x.incomplete``) is just a repo whose names say so.
 * ``FakeHub`` -- the server: repos, gating/tokens, a download rate limit, and a log of what clients asked.
 
 Routes implemented (shaped after huggingface.co as parsed by huggingface_hub 2.4):
@@ -66,6 +68,12 @@ class HubFile:
     lfs: bool = True  # siblings/tree entries get an "lfs" block and /resolve an X-Linked-Etag
     corrupt: bool = False  # serve bytes with the last byte flipped, still advertising the true sha256
     size_override: int | None = None  # size advertised in metadata; real bytes are still what is served
+    # Zero bytes sent after the file's own on /resolve (Content-Length counts them unless chunked);
+    # None: zeros for ever, chunked, until the client hangs up or the hub stops.
+    trailing: int | None = 0
+    chunked: bool = False  # frame /resolve bodies with Transfer-Encoding: chunked, no Content-Length
+    listed_size: bool = True  # False: the listing gives no size (siblings without "size" and "lfs")
+    linked_size: bool = True  # False: /resolve sends no X-Linked-Size
 
 
 # --- hashing -------------------------------------------------------------------------------------------
@@ -373,9 +381,10 @@ class _Handler(BaseHTTPRequestHandler):
             sib: dict[str, Any] = {"rfilename": f.name}
             if blobs:
                 meta = _file_meta(f)
-                sib["size"] = meta["size"]
                 sib["blobId"] = meta["oid"]
-                if f.lfs:
+                if f.listed_size:
+                    sib["size"] = meta["size"]
+                if f.lfs and f.listed_size:
                     sib["lfs"] = {
                         "sha256": meta["sha256"],
                         "size": meta["size"],
@@ -452,6 +461,8 @@ class _Handler(BaseHTTPRequestHandler):
             # while Content-Length stays truthful (it has to: it frames the HTTP body).
             "X-Linked-Size": str(meta["size"]),
         }
+        if not hf.linked_size:
+            del headers["X-Linked-Size"]
         if hf.lfs:
             headers["X-Linked-Etag"] = etag
         range_header = self.headers.get("Range")
@@ -466,10 +477,41 @@ class _Handler(BaseHTTPRequestHandler):
             status, (start, end) = 206, rng
             headers["Content-Range"] = f"bytes {start}-{end}/{real_size}"
         length = end - start + 1
-        self._start(status, {**headers, "Content-Length": str(length)})
-        if self._method == "HEAD" or length <= 0:
+        chunked = hf.chunked or hf.trailing is None
+        if chunked:
+            self._start(status, {**headers, "Transfer-Encoding": "chunked"})
+        else:
+            self._start(status, {**headers, "Content-Length": str(length + (hf.trailing or 0))})
+        if self._method == "HEAD":
             return
         self._send_file(hf, start, length, real_size)
+        if hf.trailing != 0:
+            self._send_trailing(hf)
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
+
+    def _emit(self, hf: HubFile, data: bytes) -> None:
+        if hf.chunked or hf.trailing is None:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        else:
+            self.wfile.write(data)
+        self.server.hub._count(len(data))
+
+    def _send_trailing(self, hf: HubFile) -> None:
+        """Zeros after the file: ``hf.trailing`` of them, or for ever (None)."""
+        hub = self.server.hub
+        left = hf.trailing
+        block = b"\0" * _CHUNK
+        while left is None or left > 0:
+            if hub._stopping.is_set():
+                self.close_connection = True
+                return
+            data = block if left is None else block[: min(left, _CHUNK)]
+            self._emit(hf, data)
+            if left is not None:
+                left -= len(data)
+            if hub.rate_limit is not None:
+                time.sleep(len(data) / max(1, hub.rate_limit))
 
     def _send_file(self, hf: HubFile, start: int, length: int, real_size: int) -> None:
         hub = self.server.hub
@@ -498,9 +540,8 @@ class _Handler(BaseHTTPRequestHandler):
                     buf[flip_at - pos] ^= 0xFF
                     data = bytes(buf)
                 t_write = time.monotonic()
-                self.wfile.write(data)  # unbuffered (wbufsize=0): goes out now, so throttling is real
+                self._emit(hf, data)  # unbuffered (wbufsize=0): goes out now, so throttling is real
                 sent += len(data)
-                hub._count(len(data))
                 if rate is not None:
                     # Token-bucket without burst: the next chunk may leave len/rate after this one
                     # was allowed to, so throughput never exceeds `rate` over any window.

@@ -220,4 +220,6 @@ def test_a_client_that_hangs_up_on_a_reply_that_is_not_streamed_frees_the_only_s
         httpx.post(f"{base}/chat/completions", json=body, timeout=httpx.Timeout(30, read=1.5))
     after = time_to_first_token()
     record("admission: next request after a disconnect", idle_first_token_s=idle, first_token_s=after)
-    assert after - idle < 1.0, (after, idle)
+    # Half a polling interval is expected (0.1-0.6 s on a quiet machine); the margin is for a busy
+    # one (1.9 s was seen with other engines running). A generation that went on would take minutes.
+    assert after - idle < 2.5, (after, idle)

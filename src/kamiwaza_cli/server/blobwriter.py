@@ -11,6 +11,18 @@ fsyncing it took 2.0-2.5 s here; writing it with O_DIRECT took 0.9 s, already on
 Where O_DIRECT is refused or missing (tmpfs, macOS) the writer falls back to ordinary writes
 (uncached where the OS can: macOS F_NOCACHE) with a data flush every ``FLUSH_EVERY`` bytes,
 so the final sync waits for the last stretch only. The OS calls come from portable.py.
+
+What is hashed is what is written: the sha256 is fed the very buffer the writer thread wrote,
+and nothing else may write the file meanwhile. The writer holds an exclusive lock on it
+(``flock``, where the OS has one: a second writer fails at once instead of interleaving), checks
+on leaving that the file is exactly as long as the bytes hashed, and ``sealed`` holds the lock
+again while the download is verified and renamed, once it has checked that the file is still
+the one written (``identity``) and still that long. Re-reading the file to hash it again would
+double every download's disk traffic for a guarantee the lock already gives.
+
+A body longer than the file is stopped: ``copy(..., limit=size)`` reads up to ``limit`` and then
+raises ``BodyTooLong`` if the body still has a byte to give, so a source that declares one size
+and sends more (or never ends) costs ``limit`` bytes of disk, never more.
 """
 
 from __future__ import annotations
@@ -21,7 +33,7 @@ import mmap
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -40,6 +52,22 @@ FLUSH_EVERY = 128 << 20
 
 class Readable(Protocol):
     def readinto(self, buffer: memoryview) -> int: ...
+
+
+class BodyTooLong(Exception):
+    """The body went on past ``limit`` bytes of file."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the body is longer than {limit} bytes")
+        self.limit = limit
+
+
+class FileBusy(OSError):
+    """Another writer holds the file."""
+
+
+class FileChanged(OSError):
+    """The file on disk is no longer what this writer wrote (replaced, extended or truncated)."""
 
 
 class _Filled:
@@ -72,13 +100,21 @@ class BlobWriter:
 
     def __init__(self, path: Path, offset: int, hasher: hashlib._Hash) -> None:
         self._hasher = hasher
+        self.path = path
         self._fd, self.direct = _open(path, offset)
         try:
+            _lock_exclusively(self._fd, path)
             os.ftruncate(self._fd, offset)
+            st = os.fstat(self._fd)
         except OSError:
             os.close(self._fd)
             raise
+        # (device, inode) of the file written: whoever renames ``path`` afterwards checks it is still this one.
+        self.identity = (st.st_dev, st.st_ino)
         self._offset = offset
+        # Where the bytes handed to the writer thread end, and where the ones it has written end:
+        # the difference is what the disk has yet to make room for.
+        self.written = offset
         self._free: queue.Queue[mmap.mmap] = queue.Queue()
         for _ in range(BUFFERS):
             self._free.put(mmap.mmap(-1, BUFFER_BYTES))
@@ -96,24 +132,30 @@ class BlobWriter:
             thread.start()
         return self
 
-    def copy(self, body: Readable, on_bytes: Callable[[int], None]) -> None:
-        """Read ``body`` to its end. ``on_bytes(n)`` runs after every read (progress, and the
-        cancel check, which may raise). The bytes read before a failed read are still written."""
+    def copy(self, body: Readable, on_bytes: Callable[[int], None], limit: int | None = None) -> None:
+        """Read ``body`` to its end, or until the file is ``limit`` bytes long: then raise
+        ``BodyTooLong`` if the body has more. ``on_bytes(n)`` runs after every read (progress,
+        and the cancel check, which may raise). The bytes read before a failed read are still written."""
         while True:
             buffer = self._free.get()
             self._raise_if_failed()
             view = memoryview(buffer)
+            room = BUFFER_BYTES if limit is None else max(0, min(BUFFER_BYTES, limit - self._offset))
             filled = 0
             try:
-                while filled < BUFFER_BYTES:
-                    n = body.readinto(view[filled : filled + READ_BYTES])
+                while filled < room:
+                    n = body.readinto(view[filled : min(room, filled + READ_BYTES)])
                     if not n:
                         break
                     filled += n
                     on_bytes(n)
             finally:
                 self._submit(buffer, filled)
-            if filled < BUFFER_BYTES:
+            if filled < room:
+                return
+            if limit is not None and self._offset >= limit:
+                if _has_more(body):
+                    raise BodyTooLong(limit)
                 return
 
     def _submit(self, buffer: mmap.mmap, length: int) -> None:
@@ -144,6 +186,7 @@ class BlobWriter:
                         fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~portable.direct_io_flag())
                         self.direct = False
                     _pwrite_all(self._fd, job.view(), job.offset)
+                    self.written = job.offset + job.length
                     unflushed += job.length
                     if not self.direct and unflushed >= FLUSH_EVERY:
                         unflushed = 0
@@ -176,19 +219,57 @@ class BlobWriter:
             if exc[0] is None:
                 self._raise_if_failed()
                 portable.make_durable(self._fd)
+                if os.fstat(self._fd).st_size != self._offset:
+                    raise FileChanged(f"{self.path} changed size while it was written: another writer touched it")
         finally:
             os.close(self._fd)
 
 
 def _open(path: Path, offset: int) -> tuple[int, bool]:
-    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+    # O_NOFOLLOW: the partial file is this server's own; a symlink in its place was put there by someone else.
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
     direct = portable.direct_io_flag()
     if direct and offset % ALIGN == 0:
         with contextlib.suppress(OSError):  # EINVAL: the filesystem does not do direct I/O
-            return os.open(path, flags | direct, 0o644), True
-    fd = os.open(path, flags, 0o644)
+            return os.open(path, flags | direct, 0o600), True
+    fd = os.open(path, flags, 0o600)
     portable.avoid_page_cache(fd)
     return fd, False
+
+
+def _lock_exclusively(fd: int, path: Path) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows has no flock; the identity and size checks still apply there
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        raise FileBusy(f"{path} is being written by another download") from exc
+
+
+@contextlib.contextmanager
+def sealed(path: Path, identity: tuple[int, int], size: int) -> Iterator[None]:
+    """Hold ``path`` locked while it is verified and renamed into place, after checking that it is
+    still the file a BlobWriter wrote (``identity``) and ``size`` bytes long; FileChanged if not."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        _lock_exclusively(fd, path)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != identity or st.st_size != size:
+            raise FileChanged(f"{path} was replaced or changed after it was written: another writer touched it")
+        yield
+    finally:
+        os.close(fd)
+
+
+def _has_more(body: Readable) -> bool:
+    """Whether ``body`` has another byte. A read that fails counts as the end: the bytes before it
+    are the whole file as far as the size goes, and the checksum still judges them."""
+    try:
+        return body.readinto(memoryview(bytearray(1))) > 0
+    except Exception:  # noqa: BLE001 - see above
+        return False
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:

@@ -7,6 +7,13 @@ downloading). The sha256 is computed while writing (``blobwriter``); size and ch
 before an atomic rename, and GGUF files must parse. Only then does the catalog record
 a ``storage_location``: a model is never listed as downloaded before that.
 Live progress (bytes, speed) is kept in memory; everything durable is in the store.
+
+What a source sends is bounded: a file is stopped at the size its listing declares (or, when it
+declares none, at the size the source's HEAD announces) and fails if the body goes on; and
+while any file is written the disk keeps ``disk_reserve`` bytes free (5% of the file system,
+at least 64 MiB and at most 1 GiB; ``KAMIWAZA_DISK_RESERVE_BYTES`` sets it), so a body that
+never ends is stopped there even when nobody declared a size. Between them, no source can fill
+the disk the catalog and the logs are written to.
 """
 
 from __future__ import annotations
@@ -23,14 +30,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..gguf import GGUFError, read_gguf
-from .blobwriter import BlobWriter, aligned_resume_offset
-from .sources import HUB_HF, RemoteFile, SourceError, open_stream
+from .blobwriter import BlobWriter, BodyTooLong, FileBusy, FileChanged, aligned_resume_offset, sealed
+from .sources import HUB_HF, PARTIAL_SUFFIX, RemoteFile, SourceError, head_size, open_stream
 from .store import Store, now
 
 log = logging.getLogger("kamiwaza.server.downloads")
 
-# Room left on the disk after a download, so the catalog and logs can still be written.
-DISK_RESERVE = 64 * 1024 * 1024
+# Room left on the disk after a download, so the catalog and logs can still be written: a share
+# of the file system, but not less than the old fixed 64 MiB, nor more than 1 GiB (5% of a 2 TB
+# disk would refuse a 10 GB model with 90 GB free).
+RESERVE_ENV = "KAMIWAZA_DISK_RESERVE_BYTES"
+RESERVE_SHARE = 0.05
+RESERVE_MIN = 64 << 20
+RESERVE_MAX = 1 << 30
+# How often a download looks at the free space (statvfs is cheap; once per 4 MiB is plenty).
+RESERVE_CHECK_BYTES = 4 << 20
+
+
+def disk_reserve(path: Path) -> int:
+    """The bytes a download leaves free on the file system holding ``path``."""
+    raw = os.environ.get(RESERVE_ENV, "").strip()
+    if raw:
+        if raw.isdigit():
+            return int(raw)
+        log.warning("%s=%r is not a number of bytes; using the default reserve", RESERVE_ENV, raw)
+    total = shutil.disk_usage(path).total
+    return min(RESERVE_MAX, max(RESERVE_MIN, int(total * RESERVE_SHARE)))
 
 
 class Cancelled(Exception):
@@ -66,7 +91,7 @@ class Progress:
 
 
 def partial_path(dest: Path) -> Path:
-    return dest.with_name(dest.name + ".incomplete")
+    return dest.with_name(dest.name + PARTIAL_SUFFIX)
 
 
 def mmss(seconds: float) -> str:
@@ -84,6 +109,10 @@ def human_rate(bps: float) -> str:
 
 class DiskFull(Exception):
     pass
+
+
+class ReserveReached(DiskFull):
+    """Writing on would leave less than the disk reserve free."""
 
 
 class DownloadManager:
@@ -106,9 +135,11 @@ class DownloadManager:
             existing = f.get("partial_bytes")
             need += size - (existing if isinstance(existing, int) else 0)
         free = shutil.disk_usage(self.store.models_dir).free
-        if need > max(0, free - DISK_RESERVE):
+        reserve = disk_reserve(self.store.models_dir)
+        if need > max(0, free - reserve):
             raise DiskFull(
-                f"not enough disk space: the download needs {_gb(need)}, {_gb(free)} free in {self.store.models_dir}"
+                f"not enough disk space: the download needs {_gb(need)} and the server keeps {_gb(reserve)} free"
+                f" ({RESERVE_ENV}), {_gb(free)} free in {self.store.models_dir}; free some space and pull again"
             )
 
     def start(self, file_id: str) -> None:
@@ -168,9 +199,10 @@ class DownloadManager:
         self.store.update_file(file_id, is_downloading=True, download_started_at=started_at, download_error=None)
         t0 = time.monotonic()
         try:
-            digest, size = self._fetch(row, part, cancel)
-            self._verify(row, part, digest, size)
-            os.replace(part, dest)
+            digest, size, identity = self._fetch(row, part, cancel)
+            with sealed(part, identity, size):  # the bytes verified and renamed are the bytes hashed
+                self._verify(row, part, digest, size)
+                os.replace(part, dest)
         except Stopped:
             log.info("download of %s paused for shutdown", row["name"])
             return
@@ -216,37 +248,70 @@ class DownloadManager:
         )
         log.info("downloaded %s (%d bytes)", row["name"], size)
 
-    def _fetch(self, row: dict[str, object], part: Path, cancel: threading.Event) -> tuple[str, int]:
+    def _fetch(self, row: dict[str, object], part: Path, cancel: threading.Event) -> tuple[str, int, tuple[int, int]]:
+        """Fetch into ``part``; return its sha256, size and (device, inode)."""
         remote = RemoteFile(str(row["name"]), _int(row["size"]), _str(row["checksum"]), str(row["source_url"]))
         if row["hub"] == HUB_HF:  # hub auth (HF_TOKEN) applies to hub files only, never to other hosts
             from huggingface_hub.utils import build_hf_headers
 
             remote.headers = build_hf_headers(token=os.environ.get("HF_TOKEN") or None)
+        # The size the file may not pass: the listing's, else what the source's HEAD announces.
+        declared = remote.size
+        if declared is None:
+            declared = head_size(remote)
         part.parent.mkdir(parents=True, exist_ok=True)
         offset = aligned_resume_offset(part.stat().st_size) if part.exists() else 0
-        if remote.size is not None and offset > remote.size:
+        if declared is not None and offset > declared:
             offset = 0
         hasher = hashlib.sha256()
-        progress = Progress(total=remote.size, done=offset, resumed_from=offset)
+        progress = Progress(total=declared, done=offset, resumed_from=offset)
         self._progress[str(row["id"])] = progress
         check = self._check(cancel)  # once per download, not once per read
         if offset:
             _hash_prefix(part, offset, hasher, check)
+        reserve = disk_reserve(part.parent)
+        writing: list[BlobWriter] = []
+        next_look = 0
 
         def on_bytes(n: int) -> None:
+            nonlocal next_look
             check()
             progress.done += n
             progress.last_bytes_at = time.monotonic()
+            if progress.done >= next_look:
+                next_look = progress.done + RESERVE_CHECK_BYTES
+                # Bytes read but not yet written still need their room on the disk.
+                unwritten = progress.done - writing[0].written if writing else 0
+                free = shutil.disk_usage(part.parent).free
+                if free - unwritten < reserve:
+                    raise ReserveReached(
+                        f"disk full while downloading {row['name']}: {_gb(free)} free on the disk, and the server"
+                        f" keeps {_gb(reserve)} free ({RESERVE_ENV}); free some space and pull again"
+                    )
 
         with open_stream(remote, offset) as (start, total, body):
             if start != offset:  # the source ignored the Range: start over
                 offset = 0
                 hasher = hashlib.sha256()
                 progress.done = progress.resumed_from = 0
-            progress.total = total
+            if declared is not None and total is not None and total > declared:
+                raise VerifyError(_too_long(str(row["name"]), declared, remote.size is not None))
+            limit = declared if declared is not None else total
+            progress.total = limit
             with BlobWriter(part, offset, hasher) as writer:
-                writer.copy(body, on_bytes)
-        return hasher.hexdigest(), progress.done
+                writing.append(writer)
+                try:
+                    writer.copy(body, on_bytes, limit)
+                except BodyTooLong as exc:
+                    raise VerifyError(_too_long(str(row["name"]), exc.limit, remote.size is not None)) from None
+            identity = writer.identity
+        if remote.size is None and limit is not None and progress.done < limit:
+            # Only the HEAD said how long the file is (_verify checks a listed size): same as a cut connection.
+            raise SourceError(
+                "offline",
+                f"the download of {row['name']} stopped at {progress.done} of {limit} bytes; pull again to resume",
+            )
+        return hasher.hexdigest(), progress.done, identity
 
     def _check(self, cancel: threading.Event):  # type: ignore[no-untyped-def]
         def check() -> None:
@@ -287,10 +352,24 @@ class VerifyError(Exception):
     pass
 
 
+def _too_long(name: str, limit: int, listed: bool) -> str:
+    said = "its listing declares" if listed else "the source announced"
+    return (
+        f"{name}: the source sends more than the {limit} bytes {said}; the download was stopped there and"
+        " deleted: check the source before pulling again"
+    )
+
+
 def _describe(exc: Exception, name: str) -> tuple[str, bool]:
     """A one-line message for the file row, and whether the partial bytes are worth keeping."""
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"disk full while downloading {name}; free some space and pull again", False
+    if isinstance(exc, DiskFull):
+        return str(exc), False
+    if isinstance(exc, FileBusy):  # its bytes belong to the download that holds it: keep them
+        return f"another download is writing {name}; wait for it to finish, or cancel it and pull again", True
+    if isinstance(exc, FileChanged):
+        return f"{name} was changed on disk while it was downloaded; pull again", False
     if isinstance(exc, VerifyError):
         return str(exc), False
     if isinstance(exc, SourceError):

@@ -1,5 +1,6 @@
 """``/api/model_files/*``: model files (list, hub file search, get, delete), download status
-and cancelling a download.
+and cancelling a download. The hub file search waits for the hub: it runs in the outbound pool
+(``models.outbound``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ..downloads import partial_path
 from ..sources import SourceError
 from ..store import now
 from .context import ServerContext, need_file, source_error
+from .models import outbound
 from .shapes import file_json, status_json
 
 
@@ -31,7 +33,10 @@ def add_routes(api: APIRouter, ctx: ServerContext) -> None:
         return [file_json(ctx, r) for r in ctx.store.list_files()]
 
     @api.post("/api/model_files/search/")
-    def search_files(body: HubModelFileSearch) -> list[dict[str, Any]]:
+    async def search_files(body: HubModelFileSearch) -> list[dict[str, Any]]:
+        return await outbound(lambda: _search_files(body))
+
+    def _search_files(body: HubModelFileSearch) -> list[dict[str, Any]]:
         hub = sources.normalize_hub(body.hub, body.model)
         existing = ctx.store.get_model_by_repo(body.model)
         registered = {f["name"]: f for f in ctx.store.list_files(existing["id"])} if existing else {}

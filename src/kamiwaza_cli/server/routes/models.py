@@ -1,11 +1,16 @@
 """``/api/models/*``: the model catalog (register, list, get, delete, configs), hub search, and
 the download request that registers a model and starts its files' downloads.
+
+Hub search and the download request wait for other hosts (metadata, a URL's HEAD): they run in
+``sources.OUTBOUND`` through ``outbound``, never in the thread pool the other sync routes share,
+so a few slow hosts cannot hold up the catalog for everyone.
 """
 
 from __future__ import annotations
 
 import shutil
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException
@@ -14,7 +19,6 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from ... import quantization
-from ...gguf import GGUFError, read_gguf
 from ...statuses import ACTIVE
 from .. import sources
 from ..downloads import DiskFull
@@ -22,6 +26,16 @@ from ..sources import SourceError
 from ..store import UnsafeName, now
 from .context import ServerContext, need_model, source_error
 from .shapes import config_json, file_status, json_bytes, model_json, partial_file, remote_model_json
+
+T = TypeVar("T")
+
+
+async def outbound(fn: Callable[[], T]) -> T:
+    """Run a route's blocking body in the outbound pool; 503 when that pool is full."""
+    try:
+        return await sources.OUTBOUND.run(fn)
+    except sources.Busy as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
 
 
 class ModelSearchRequest(BaseModel):
@@ -107,7 +121,10 @@ def add_routes(api: APIRouter, ctx: ServerContext) -> None:
         return [config_json(r) for r in rows if r["default"] or not default]
 
     @api.post("/api/models/search/")
-    def search_models(body: ModelSearchRequest) -> dict[str, Any]:
+    async def search_models(body: ModelSearchRequest) -> dict[str, Any]:
+        return await outbound(lambda: _search_models(body))
+
+    def _search_models(body: ModelSearchRequest) -> dict[str, Any]:
         query = body.query.strip()
         limit = body.limit or 100
         results: list[dict[str, Any]] = []
@@ -138,7 +155,10 @@ def add_routes(api: APIRouter, ctx: ServerContext) -> None:
         return out
 
     @api.post("/api/models/download/")
-    def download(body: ModelDownloadRequest) -> dict[str, Any]:
+    async def download(body: ModelDownloadRequest) -> dict[str, Any]:
+        return await outbound(lambda: _download(body))
+
+    def _download(body: ModelDownloadRequest) -> dict[str, Any]:
         repo_id = body.model.strip()
         hub = sources.normalize_hub(body.hub, repo_id)
         try:
@@ -160,21 +180,20 @@ def add_routes(api: APIRouter, ctx: ServerContext) -> None:
             wanted = [by_name[n] for n in names]
         if not wanted:
             raise HTTPException(404, f"{repo_id} has no files to download")
-        try:
-            sources.check_access(wanted[0])
-        except SourceError as exc:
-            raise source_error(exc) from exc
-        for f in wanted:
-            if f.url.startswith("file:"):
-                try:
-                    read_gguf(sources.local_path(f.url))
-                except (GGUFError, SourceError) as exc:
-                    raise HTTPException(400, f"{f.name}: {exc}") from exc
-
         s = ctx.store
         downloads = ctx.downloads
         existing = s.get_model_by_repo(repo_id)
         existing_files = {f["name"]: f for f in s.list_files(existing["id"])} if existing else {}
+        try:
+            if hub == sources.HUB_HF:  # a URL's own HEAD was made by list_files
+                sources.check_access(wanted[0])
+            for f in wanted:
+                if f.url.startswith("file:"):
+                    sources.check_local_gguf(f.url)
+            # A new listing must not reuse a path the model's earlier files hold under another name.
+            sources.check_listing(repo_id, [*existing_files, *(f.name for f in wanted if f.name not in existing_files)])
+        except SourceError as exc:
+            raise source_error(exc) from exc
         to_fetch = []
         for f in wanted:
             row = existing_files.get(f.name)
