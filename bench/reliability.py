@@ -142,8 +142,8 @@ def note_for(module: str, facts: dict[str, dict[str, Any]], states: dict[str, li
         if "hostile_body_stopped" in facts:
             stopped = facts["hostile_body_stopped"]
             parts.append(
-                f"a body past its declared {stopped['declared'] // MB} MiB stopped after "
-                f"{stopped['served'] / MB:.1f} MiB served"
+                f"a body past its declared {stopped['declared'] / MB:.2f} MiB ({stopped['case']}) stopped after "
+                f"{stopped['served'] / MB:.2f} MiB served"
             )
         if "slow_urls_catalog" in facts:
             slow = facts["slow_urls_catalog"]

@@ -39,7 +39,7 @@ WRONG = "the analytical engine 1842"  # a near miss: as secret as the real one
 # A line the name tries to forge in server.log, and what each part of the name would do raw:
 # recolour, return to column 0, ring, open a one-byte CSI, bold by rich markup, reverse the text.
 FORGED = "2001-02-03 04:05:06,789 INFO forged line"
-HOSTILE = f"evil\x1b[31m\r\x07\x9b[bold]loud[red]\u202e\n{FORGED}"
+HOSTILE = f"trap\x1b[31m\r\x07\x9b[bold]loud[red]\u202e\n{FORGED}"
 # Raw control characters that must never reach an output (newline aside, which ends lines).
 RAW = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
@@ -288,7 +288,7 @@ def test_control_characters_in_names_reach_the_terminal_and_the_log_escaped(srv:
         r = srv.cli(*args, env=env)
         assert r.exit_code == 0, r.stderr
         _no_raw_controls(f"kamiwaza {' '.join(args)} (pipe)", r.stdout + r.stderr)
-        assert "evil\\x1b[31m\\r\\x07\\x9b[bold]loud[red]\\u202e\\n" + FORGED in r.stdout
+        assert "trap\\x1b[31m\\r\\x07\\x9b[bold]loud[red]\\u202e\\n" + FORGED in r.stdout
 
         # On a terminal the table is rich's: its own styling aside, the name must come out the same,
         # "[bold]" and "[red]" printed rather than obeyed.
@@ -309,7 +309,7 @@ def test_control_characters_in_names_reach_the_terminal_and_the_log_escaped(srv:
         _no_raw_controls(f"kamiwaza {' '.join(args)} (terminal)", re.sub(r"\x1b\[[0-9;]*m", "", shown))
 
     log = (srv.home / "server.log").read_text(errors="replace")
-    assert "evil\\x1b[31m" in log  # the download was logged, escaped
+    assert "trap\\x1b[31m" in log  # the download was logged, escaped
     _no_raw_controls("server.log", log)
 
 
@@ -343,7 +343,7 @@ def test_no_logger_can_forge_a_line_not_even_through_an_exception() -> None:
         logger.removeHandler(handler)
     text = stream.getvalue()
     _no_raw_controls("the log", text)
-    assert text.count("evil\\x1b[31m") == 5, text
+    assert text.count("trap\\x1b[31m") == 5, text
     assert "(480 bytes)" in text and "Traceback (most recent call last):" in text
 
 
