@@ -1,17 +1,17 @@
 """Install benchmark: `make install` from a clean clone, this tree against the last llama-cpp-python one.
 
-Each side is a fresh ``git clone`` of this repository at its commit (``HEAD`` and
-``BASELINE_REF``, the last commit whose engine was llama-cpp-python, built by pip), installed
-with ``make install`` with nothing cached: ``PIP_NO_CACHE_DIR=1`` (pip downloads and builds
-every package again) and an empty ``KAMIWAZA_BUILD_CACHE`` (llama-server is fetched and built
+Each side is a fresh `git clone` of this repository at its commit (`HEAD` and
+`BASELINE_REF`, the last commit whose engine was llama-cpp-python, built by pip), installed
+with `make install` with nothing cached: `PIP_NO_CACHE_DIR=1` (pip downloads and builds
+every package again) and an empty `KAMIWAZA_BUILD_CACHE` (llama-server is fetched and built
 again). The two run one after the other, never together (2 cores), baseline first. Target
 (issue 11): within 3 minutes of the baseline.
 
-A cached install (the engine already in ``~/.cache/kamiwaza``) is a copy; it is timed too, for
+A cached install (the engine already in `~/.cache/kamiwaza`) is a copy; it is timed too, for
 context.
 
-Run: ``python -m bench.install`` (about 15 minutes here; not part of ``make bench``), then
-``python -m bench.report``.
+Run: `python -m bench.install` (about 15 minutes here; not part of `make bench`), then
+`python -m bench.report`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ TARGET_EXTRA_S = 180.0
 
 
 def _timed_install(ref: str, work: Path, build_cache: Path) -> float:
-    """Seconds `make install` takes in a fresh clone of ``ref`` with cold pip and build caches."""
+    """Seconds `make install` takes in a fresh clone of `ref` with cold pip and build caches."""
     clone = work / f"clone-{ref}"
     subprocess.run(["git", "clone", "--quiet", str(REPO_ROOT), str(clone)], check=True)
     subprocess.run(["git", "-C", str(clone), "checkout", "--quiet", ref], check=True)
