@@ -6,6 +6,8 @@
   strings and imports none of them).
 - workflows/ and platform/ never import cli/ or chat/, and never print: they return records
   and yield progress events for cli/ to render.
+- cli/ and chat/ reach the platform only through workflows/ (its re-exports of the port and
+  the records), never platform/ or the SDK directly.
 """
 
 from __future__ import annotations
@@ -90,3 +92,13 @@ def test_the_import_reader_sees_relative_and_nested_imports(tmp_path: Path) -> N
     module.write_text("import os\nfrom ...cli import output\n\ndef f():\n    from ...workflows.models import x\n")
     names = imports_of(module, ["kamiwaza_cli", "server", "routes", "probe"])
     assert {"os", "kamiwaza_cli.cli", "kamiwaza_cli.cli.output", "kamiwaza_cli.workflows.models"} <= names
+
+
+def test_the_cli_reaches_the_platform_only_through_the_workflows() -> None:
+    crossings = {
+        str(path.relative_to(PACKAGE)): sorted(
+            n for n in imports_of(path) if _inside(n, "platform") or n.split(".")[0] == "kamiwaza_sdk"
+        )
+        for path in _modules("cli") + _modules("chat")
+    }
+    assert {k: v for k, v in crossings.items() if v} == {}
