@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ _SCRUB = (
     "KAMIWAZA_ALLOWED_ORIGINS",
     "KAMIWAZA_HEADER_TIMEOUT",
     "KAMIWAZA_BODY_TIMEOUT",
+    "KAMIWAZA_OUTBOUND_TIMEOUT",
     "KAMIWAZA_MAX_CONNECTIONS",
     "KAMIWAZA_MAX_ENGINES",
     "KAMIWAZA_MEMORY_AVAILABLE_BYTES",
@@ -210,6 +212,52 @@ def server(hub: FakeHub, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
     yield srv
     srv.stop()
     shutil.rmtree(srv.home, ignore_errors=True)
+
+
+class Watched:
+    """A running subprocess (text pipes) whose output is read as it comes, so a test can wait for a
+    line on stderr (e.g. "Watching the download of") and still get all of its output at the end."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self._out: list[str] = []
+        self._err: list[str] = []
+        self._seen = threading.Condition()
+        self._readers = [
+            threading.Thread(target=self._read, args=(proc.stdout, self._out), daemon=True),
+            threading.Thread(target=self._read, args=(proc.stderr, self._err), daemon=True),
+        ]
+        for t in self._readers:
+            t.start()
+
+    def _read(self, stream, into: list[str]) -> None:  # type: ignore[no-untyped-def]
+        for line in iter(stream.readline, ""):
+            with self._seen:
+                into.append(line)
+                self._seen.notify_all()
+        with self._seen:
+            into.append("")  # end of stream
+            self._seen.notify_all()
+
+    def wait_for_stderr(self, text: str, timeout: float = 60.0) -> None:
+        """Until ``text`` is on stderr; AssertionError when the stream ends or time runs out first."""
+        deadline = time.monotonic() + timeout
+        with self._seen:
+            while text not in "".join(self._err):
+                left = deadline - time.monotonic()
+                if (self._err and self._err[-1] == "") or left <= 0:
+                    raise AssertionError(f"{text!r} never came on stderr: {''.join(self._err)}")
+                self._seen.wait(left)
+
+    def communicate(self, timeout: float) -> tuple[str, str]:
+        self.proc.wait(timeout)
+        for t in self._readers:
+            t.join(timeout)
+        return "".join(self._out), "".join(self._err)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import stat
@@ -19,6 +20,13 @@ KEY = "test-api-key-0123456789"
 USER, PASSWORD = "ada", "correct horse battery staple"
 
 
+def _sleep_past_expiry(record: dict) -> None:
+    """Until the CLI counts ``record``'s access token as expired (30 s before its ``expires_at``)."""
+    from kamiwaza_cli.credentials import REFRESH_LEEWAY
+
+    time.sleep(max(0.0, float(record["expires_at"]) - REFRESH_LEEWAY - time.time()) + 0.1)
+
+
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory, gemma_path: Path) -> Iterator[LocalServer]:
     """A local server that requires a key or a login, with short-lived tokens to test refresh."""
@@ -27,8 +35,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory, gemma_path: Path) -> Itera
         KAMIWAZA_LOCAL_API_KEY=KEY,
         KAMIWAZA_LOCAL_USER=USER,
         KAMIWAZA_LOCAL_PASSWORD=PASSWORD,
-        KAMIWAZA_LOCAL_TOKEN_TTL="32",
-    )  # counts as expired 2 s after issue (30 s leeway)
+        KAMIWAZA_LOCAL_TOKEN_TTL="31",
+    )  # counts as expired 1 s after issue (30 s leeway)
     srv.start()
     # The CLI itself never sees the server's secrets.
     for key in ("KAMIWAZA_LOCAL_API_KEY", "KAMIWAZA_LOCAL_USER", "KAMIWAZA_LOCAL_PASSWORD"):
@@ -113,14 +121,14 @@ def test_login_whoami_refresh_logout(secured: LocalServer) -> None:
     assert cli(secured, "list", env=env).exit_code == 0
 
     # Past expiry (minus the 30 s leeway) the next command refreshes the token by itself.
-    time.sleep(2.5)
+    _sleep_past_expiry(stored)
     who = cli(secured, "whoami", env=env)
     assert who.stdout.strip() == USER, who.stderr
     refreshed = json.loads(creds.read_text())[secured.url]
     assert refreshed["access_token"] != stored["access_token"] and refreshed["expires_at"] > stored["expires_at"]
 
     # An expired session whose refresh fails says so, forgets the tokens, and names the next step.
-    time.sleep(2.5)
+    _sleep_past_expiry(refreshed)
     data = json.loads(creds.read_text())
     data[secured.url]["refresh_token"] = "kw1.forged.token"
     creds.write_text(json.dumps(data))
@@ -205,6 +213,9 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalServer,
     )
     assert r.returncode == 0, r.stderr
     yield srv, cert
+    # The in-process CLI runs leave their clients to the garbage collector: each holds an idle TLS
+    # connection that a real CLI's exit would close, and the server's graceful stop waits (5 s) for it.
+    gc.collect()
     srv.stop()
 
 

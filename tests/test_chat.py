@@ -36,7 +36,8 @@ def deployed(server: LocalServer, gemma_path: Path) -> str:
     return str(json.loads(r.stdout)["id"])
 
 
-def spawn(server: LocalServer, *args: str, env: dict[str, str] | None = None) -> pexpect.spawn:
+def spawn(server: LocalServer, *args: str, env: dict[str, str] | None = None, wait: bool = True) -> pexpect.spawn:
+    """``kamiwaza run MODEL *args`` on a pseudo-terminal; at its first prompt unless ``wait`` is False."""
     full = {**server.env, "KAMIWAZA_BASE_URL": server.url, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1", **(env or {})}
     child = pexpect.spawn(
         sys.executable,
@@ -46,7 +47,8 @@ def spawn(server: LocalServer, *args: str, env: dict[str, str] | None = None) ->
         timeout=60,
         dimensions=(40, 200),
     )
-    wait_prompt(child)
+    if wait:
+        wait_prompt(child)
     return child
 
 
@@ -152,19 +154,28 @@ def test_ctrl_c_stops_a_reply_then_chat_goes_on(chat: pexpect.spawn, tmp_path: P
 
 
 def test_ctrl_c_and_exit_words_end_the_session(server: LocalServer, deployed: str) -> None:
-    child = spawn(server)
-    child.sendintr()  # at an empty prompt
-    child.expect_exact("✨ Chat session ended")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
-    for word in ("exit", "quit", "q", "/exit"):
-        child = spawn(server, env={"KAMIWAZA_NOHISTORY": "1"})
-        child.sendline(word)
+    # Each of these ends its session, so each needs a chat of its own: all five start at once (an
+    # interpreter's start-up is most of what a chat costs here), then each is ended its own way.
+    words = ("exit", "quit", "q", "/exit")
+    child = spawn(server, wait=False)
+    others = [spawn(server, env={"KAMIWAZA_NOHISTORY": "1"}, wait=False) for _ in words]
+    try:
+        wait_prompt(child)
+        child.sendintr()  # at an empty prompt
         child.expect_exact("✨ Chat session ended")
         child.expect(pexpect.EOF)
         child.close()
         assert child.exitstatus == 0
+        for word, other in zip(words, others, strict=True):
+            wait_prompt(other)
+            other.sendline(word)
+            other.expect_exact("✨ Chat session ended")
+            other.expect(pexpect.EOF)
+            other.close()
+            assert other.exitstatus == 0
+    finally:
+        for c in (child, *others):
+            c.close(force=True)
 
 
 def test_save_then_run_load(server: LocalServer, chat: pexpect.spawn, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import GEMMA_REPO, LocalServer, wait_for
+from conftest import GEMMA_REPO, LocalServer, Watched, wait_for
 from fakehub import FakeHub
 
 GEMMA_SIZE = 253_113_024
@@ -55,6 +55,7 @@ def test_resume_after_kill_9(server: LocalServer, throttled: FakeHub) -> None:
     assert kept > 60 * MB  # the bytes already on disk survived the kill
 
     served_before = throttled.bytes_served
+    throttled.rate_limit = None  # the throttle only made room for the kill; the tail may come at full speed
     server.start()  # the restarted server resumes the download by itself
     wait_for(
         lambda: (_model(server, GEMMA_REPO) or {}).get("status") == "ready",
@@ -76,7 +77,12 @@ def test_two_pulls_share_one_download(server: LocalServer, throttled: FakeHub) -
     before = len(_gets(throttled, name))  # the hub is shared by the whole session
     first = server.popen("pull", f"{GEMMA_REPO}:q8_0")
     wait_for(lambda: _partials(server), what="the first download to start")
-    second = server.popen("pull", f"{GEMMA_REPO}:q8_0")
+    throttled.rate_limit = 0  # paused until the second pull has joined, then at full speed
+    second = Watched(server.popen("pull", f"{GEMMA_REPO}:q8_0"))
+    try:
+        second.wait_for_stderr("Watching the download of")
+    finally:
+        throttled.rate_limit = None
     out1, err1 = first.communicate(timeout=120)
     out2, err2 = second.communicate(timeout=120)
     assert first.returncode == 0, err1
@@ -117,9 +123,15 @@ def test_ctrl_c_detaches_and_the_same_command_watches(server: LocalServer, throt
     assert "still downloading in the background" in err
     assert (_model(server, GEMMA_REPO) or {}).get("status") == "downloading"
 
-    r = server.run("pull", f"{GEMMA_REPO}:q4_k_m")
-    assert r.returncode == 0, r.stderr
-    assert "Watching the download of" in r.stderr and "Download complete" in r.stderr
+    throttled.rate_limit = 0  # paused until the same command has joined, then at full speed
+    again = Watched(server.popen("pull", f"{GEMMA_REPO}:q4_k_m"))
+    try:
+        again.wait_for_stderr("Watching the download of")
+    finally:
+        throttled.rate_limit = None
+    _, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err
+    assert "Watching the download of" in err and "Download complete" in err
     assert (_model(server, GEMMA_REPO) or {}).get("status") == "ready"
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import GEMMA_REPO, TINY_REPO, LocalServer, make_server, wait_for
+from conftest import GEMMA_REPO, TINY_REPO, LocalServer, Watched, make_server, wait_for
 from fakehub import FakeHub
 from reliability.support import (
     ACTIVE,
@@ -98,13 +98,18 @@ def test_kill_9_mid_download_then_restart_resumes_verifies_and_keeps_one_row_per
     assert (row["name"], row["is_downloading"], row["storage_location"]) == (Q6, 1, None)
     assert not (partial.parent / Q6).exists()
 
-    hub.rate_limit = 30 * MB  # the tail takes ~7 s: long enough for a second pull to join it
+    hub.rate_limit = 0  # the tail is paused until a second pull has joined it, then comes at full speed
     fresh.start()
     # Users are told to "run the same command to watch": it must join the resumed download, not
     # register the model or its file a second time.
-    r = kamiwaza({**fresh.env, "KAMIWAZA_BASE_URL": fresh.url}, "pull", GEMMA_REPO, timeout=180)
-    assert r.returncode == 0, r.stderr
-    assert "Watching the download of" in r.stderr and "Download complete" in r.stderr
+    watch = Watched(fresh.popen("pull", GEMMA_REPO))
+    try:
+        watch.wait_for_stderr("Watching the download of")
+    finally:
+        hub.rate_limit = None
+    _, err = watch.communicate(timeout=180)
+    assert watch.returncode == 0, err
+    assert "Watching the download of" in err and "Download complete" in err
 
     cat = catalog(fresh.home)
     assert [m["id"] for m in cat["models"] if m["repo_modelId"] == GEMMA_REPO] == [model["id"]]
@@ -369,16 +374,17 @@ def test_a_server_that_stops_answering_mid_pull_is_exit_3(fresh: LocalServer, hu
         stderr=subprocess.PIPE,
         text=True,
     )
+    watch = Watched(pull)
     try:
         wait_for(lambda: _partials(fresh.home), what="the download to start")
         wait_for(lambda: any(r["is_downloading"] for r in catalog(fresh.home)["model_files"]), what="a download row")
-        time.sleep(1.0)  # let the CLI reach its polling loop (it polls every 0.5 s)
+        watch.wait_for_stderr("Downloading")  # told the user: the CLI is in its polling loop (every 0.5 s)
         with stopped(fresh.pid()):
-            out, err = pull.communicate(timeout=15)
+            out, err = watch.communicate(timeout=15)
     finally:
         if pull.poll() is None:
             pull.kill()
-            pull.communicate()
+            watch.communicate(timeout=15)
     _assert_stopped_answering(subprocess.CompletedProcess(pull.args, pull.returncode, out, err), fresh.url)
     assert alive(fresh.pid())
     hub.rate_limit = None

@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -303,38 +304,51 @@ def test_a_chunked_body_over_the_limit_is_refused_whatever_the_method(srv: Local
 
 
 def test_slow_headers_and_slow_bodies_get_408_and_idle_connections_are_closed(srv: LocalServer) -> None:
-    with _connect(srv) as sock:
-        started = time.monotonic()
-        sock.sendall(b"GET /api/ping HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # and then nothing
-        status, _, body = _response(sock)
-        waited = time.monotonic() - started
-        assert status == 408, body
-        assert HEADER_TIMEOUT * 0.8 < waited < HEADER_TIMEOUT + 2, waited
-        assert _closed(sock)
+    # The four cases below each wait on a connection of their own, so they run at once (a few
+    # connections, far under the cap): the test takes as long as the slowest, not their sum.
+    def slow_headers() -> None:
+        with _connect(srv) as sock:
+            started = time.monotonic()
+            sock.sendall(b"GET /api/ping HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # and then nothing
+            status, _, body = _response(sock)
+            waited = time.monotonic() - started
+            assert status == 408, body
+            assert HEADER_TIMEOUT * 0.8 < waited < HEADER_TIMEOUT + 2, waited
+            assert _closed(sock)
 
-    with _connect(srv) as sock:
-        started = time.monotonic()
-        sock.sendall(
-            _request("POST", "/api/models/", extra="Content-Type: application/json\r\nContent-Length: 100\r\n")
-        )
-        sock.sendall(b'{"name": ')  # 9 bytes of 100
-        status, _, body = _response(sock)
-        waited = time.monotonic() - started
-        assert status == 408, body
-        assert BODY_TIMEOUT * 0.8 < waited < BODY_TIMEOUT + 2, waited
+    def slow_body() -> None:
+        with _connect(srv) as sock:
+            started = time.monotonic()
+            sock.sendall(
+                _request("POST", "/api/models/", extra="Content-Type: application/json\r\nContent-Length: 100\r\n")
+            )
+            sock.sendall(b'{"name": ')  # 9 bytes of 100
+            status, _, body = _response(sock)
+            waited = time.monotonic() - started
+            assert status == 408, body
+            assert BODY_TIMEOUT * 0.8 < waited < BODY_TIMEOUT + 2, waited
 
-    with _connect(srv) as sock:  # connected, never a byte: hung up on without an answer
-        started = time.monotonic()
-        assert _closed(sock)
-        assert time.monotonic() - started < HEADER_TIMEOUT + 2
+    def idle() -> None:
+        with _connect(srv) as sock:  # connected, never a byte: hung up on without an answer
+            started = time.monotonic()
+            assert _closed(sock)
+            assert time.monotonic() - started < HEADER_TIMEOUT + 2
 
-    # A body that keeps coming, slowly but within the timeout each time, is not cut off.
-    with _connect(srv) as sock:
-        sock.sendall(_request("POST", "/api/models/", extra="Content-Type: application/json\r\nContent-Length: 4\r\n"))
-        for byte in b"{}  ":
-            time.sleep(BODY_TIMEOUT * 0.6)
-            sock.sendall(bytes([byte]))
-        assert _response(sock)[0] == 422
+    def slow_but_steady_body() -> None:
+        # A body that keeps coming, slowly but within the timeout each time, is not cut off.
+        with _connect(srv) as sock:
+            sock.sendall(
+                _request("POST", "/api/models/", extra="Content-Type: application/json\r\nContent-Length: 4\r\n")
+            )
+            for byte in b"{}  ":
+                time.sleep(BODY_TIMEOUT * 0.6)
+                sock.sendall(bytes([byte]))
+            assert _response(sock)[0] == 422
+
+    with ThreadPoolExecutor(4) as pool:
+        cases = [pool.submit(case) for case in (slow_headers, slow_body, idle, slow_but_steady_body)]
+    for case in cases:
+        case.result()  # re-raises a case's failed assertion
 
 
 def test_connections_past_the_cap_get_503_and_the_server_serves_again_once_they_close(srv: LocalServer) -> None:

@@ -64,8 +64,21 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # A download's body may pause for a while (a CDN warming up); it runs in the background.
 READ_TIMEOUT = 60.0
 # Anything a request waits for (metadata, a HEAD) gives up after this long: a slow host costs
-# the caller 10 s, not a minute, and never more than one OUTBOUND worker.
-OUTBOUND_SECONDS = 10.0
+# the caller 10 s, not a minute, and never more than one OUTBOUND worker. KAMIWAZA_OUTBOUND_TIMEOUT
+# changes it (read once, when the server imports this; mostly for tests: a shorter wait proves the same).
+OUTBOUND_TIMEOUT_ENV = "KAMIWAZA_OUTBOUND_TIMEOUT"
+
+
+def _outbound_seconds() -> float:
+    raw = os.environ.get(OUTBOUND_TIMEOUT_ENV, "").strip()
+    try:
+        value = float(raw) if raw else 10.0
+    except ValueError:
+        value = 10.0
+    return value if 0 < value <= 600 else 10.0
+
+
+OUTBOUND_SECONDS = _outbound_seconds()
 OUTBOUND_TIMEOUT = httpx.Timeout(OUTBOUND_SECONDS)
 # Where a file's bytes are written until they are verified (``<name>.incomplete``).
 PARTIAL_SUFFIX = ".incomplete"
