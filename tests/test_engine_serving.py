@@ -153,9 +153,10 @@ def test_the_engines_cors_and_server_headers_do_not_reach_the_client(server: Loc
 
 
 def test_a_client_that_disconnects_frees_its_slot(server: LocalServer, single: dict) -> None:
-    """One slot: a streamed reply abandoned after its first token, then a non-streamed one abandoned
-    while the engine works on it; the next request starts at once each time (a slot still busy
-    with a 4000-token reply would keep it waiting for minutes)."""
+    """One slot: a streamed reply abandoned after its first token; the next request starts at once
+    (a slot still busy with a 4000-token reply would keep it waiting for minutes). A reply that is
+    not streamed, abandoned mid-way, is tests/reliability/test_security_admission.py's case (the
+    engine only looks for that hang-up once a second)."""
     base = _gateway(server, single)
     oc = openai.OpenAI(base_url=base, api_key="none", max_retries=0)
 
@@ -173,11 +174,6 @@ def test_a_client_that_disconnects_frees_its_slot(server: LocalServer, single: d
     stream = oc.chat.completions.create(model="m", messages=CHAT, stream=True, max_tokens=4000, temperature=0)
     next(iter(stream))
     stream.close()
-    assert time_to_first_token() < 1.0
-
-    body = {"model": "m", "messages": CHAT, "max_tokens": 4000, "temperature": 0}
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{base}/chat/completions", json=body, timeout=httpx.Timeout(30, read=1.0))
     assert time_to_first_token() < 1.0
 
 
