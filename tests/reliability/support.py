@@ -10,10 +10,13 @@ import contextlib
 import ipaddress
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 TABLES = ("models", "model_files", "model_configs", "deployments")
@@ -226,3 +229,31 @@ def stopped(pid: int):  # type: ignore[no-untyped-def]
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
+
+
+# --- a peer that never answers ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def silent_listener(backlog: int = 256) -> Iterator[int]:
+    """The port of a TCP server that accepts connections and never answers a byte."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(backlog)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            held.append(conn)
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()

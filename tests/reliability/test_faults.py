@@ -15,10 +15,8 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +38,7 @@ from reliability.support import (
     kamiwaza,
     one_error,
     record,
+    silent_listener,
     stopped,
 )
 
@@ -317,25 +316,8 @@ def test_disk_full_during_a_download(small_disk: LocalServer, hub: FakeHub) -> N
 
 @pytest.fixture
 def silent_port() -> Iterator[int]:
-    """A TCP server that accepts connections and never answers a byte."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    held: list[socket.socket] = []
-
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            held.append(conn)
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield int(listener.getsockname()[1])
-    listener.close()
-    for conn in held:
-        conn.close()
+    with silent_listener() as port:
+        yield port
 
 
 def _assert_stopped_answering(r: subprocess.CompletedProcess[str], url: str) -> None:

@@ -32,7 +32,6 @@ import hashlib
 import os
 import shutil
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +42,7 @@ import pytest
 from conftest import LocalServer, make_server, wait_for
 from fakehub import FakeHub, HubFile
 from ggufgen import write_tiny_gguf
-from reliability.support import MB, catalog, one_error, record, tree
+from reliability.support import MB, catalog, one_error, record, silent_listener, tree
 
 from kamiwaza_cli.server.blobwriter import BlobWriter
 
@@ -281,25 +280,8 @@ def test_a_download_that_would_eat_the_reserve_is_refused_before_it_starts(reser
 
 @pytest.fixture
 def silent_port() -> Iterator[int]:
-    """A TCP server that accepts connections and never answers a byte."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(256)
-    held: list[socket.socket] = []
-
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            held.append(conn)
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield int(listener.getsockname()[1])
-    listener.close()
-    for conn in held:
-        conn.close()
+    with silent_listener() as port:
+        yield port
 
 
 # The outbound timeout of the slow-URL test's own server: shorter than the default 10 s so the test
