@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -274,3 +275,17 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in _SCRUB:
         monkeypatch.delenv(key, raising=False)
+
+
+def first_token_seconds(client: Any) -> float:
+    """Seconds until the first content token of a 2-token streamed chat through ``client`` (an
+    ``openai.OpenAI``): how long a new request waits for a slot, plus a prompt's worth of work."""
+    started = time.monotonic()
+    stream = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "Hi"}], stream=True, max_tokens=2, temperature=0
+    )
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            break
+    stream.close()
+    return time.monotonic() - started

@@ -15,14 +15,13 @@ from __future__ import annotations
 import re
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
-from conftest import LocalServer, make_server, wait_for
+from conftest import LocalServer, first_token_seconds, make_server, wait_for
 from fakehub import FakeHub
 from reliability.support import ACTIVE, GEMMA_LOCAL, catalog, engine_pids, one_error, record
 
@@ -200,25 +199,14 @@ def test_a_client_that_hangs_up_on_a_reply_that_is_not_streamed_frees_the_only_s
     base = f"http://127.0.0.1:{srv.port}/runtime/models/{dep['id']}/v1"
     oc = openai.OpenAI(base_url=base, api_key="none", max_retries=0)
 
-    def time_to_first_token() -> float:
-        started = time.monotonic()
-        stream = oc.chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "Hi"}], stream=True, max_tokens=2, temperature=0
-        )
-        for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
-                break
-        stream.close()
-        return time.monotonic() - started
-
-    time_to_first_token()  # the engine's first request pays for warming up
-    idle = time_to_first_token()
+    first_token_seconds(oc)  # the engine's first request pays for warming up
+    idle = first_token_seconds(oc)
     chat = [{"role": "user", "content": "Write a long story about the sea."}]
     # ignore_eos: the engine would generate all 4000 tokens unless it is cancelled.
     body = {"model": "m", "messages": chat, "max_tokens": 4000, "temperature": 0, "ignore_eos": True}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{base}/chat/completions", json=body, timeout=httpx.Timeout(30, read=1.5))
-    after = time_to_first_token()
+    after = first_token_seconds(oc)
     record("admission: next request after a disconnect", idle_first_token_s=idle, first_token_s=after)
     # Half a polling interval is expected (0.1-0.6 s on a quiet machine); the margin is for a busy
     # one (1.9 s was seen with other engines running). A generation that went on would take minutes.
