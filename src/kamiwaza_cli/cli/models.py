@@ -48,7 +48,8 @@ class PullView:
 
     def start(self, event: workflows.PullStarted) -> None:
         verb = "Watching the download of" if event.attached else "Downloading"
-        output.info(f"🚀 {verb} {event.name}...")
+        what = f"{event.name}:{event.quantization}" if event.quantization else event.name
+        output.info(f"🚀 {verb} {what}...")
         if output.stderr_is_tty() and not output.quiet:
             from rich.progress import (
                 BarColumn,
@@ -92,14 +93,23 @@ class PullView:
             self.progress = None
 
 
+def picked_notice(event: workflows.PullAccepted) -> None:
+    """Say which quantization the default order picked when the repo has no q6_k."""
+    if event.defaulted and event.quantization:
+        output.info(
+            f"No {quantization.DEFAULT_QUANTIZATION} in {event.repo_id}: picked {event.quantization} "
+            "(the default order; name another with NAME:QUANT)"
+        )
+
+
 @click.command()
 @click.argument("model", shell_complete=completion.complete_models)
 @click.option(
     "--quantization",
     "quant",
     metavar="QUANT",
-    help=f"Quantization to fetch when the repo has several (default {quantization.DEFAULT_QUANTIZATION}, "
-    "with the platform's fallback order).",
+    help="Quantization to fetch, as NAME:QUANT does (q4_k_m, q8_0, iq4_xs, f16, q4...; see README). Default: "
+    f"what is downloaded already, else {quantization.DEFAULT_QUANTIZATION}, then the documented fallback order.",
 )
 @click.option("--cancel", is_flag=True, help="Cancel this model's download in the platform.")
 @json_option
@@ -124,6 +134,7 @@ def pull(ctx: click.Context, model: str, quant: str | None, cancel: bool, as_jso
         for event in workflows.pull(platform, model, quant):
             if isinstance(event, workflows.PullAccepted):
                 accepted = event
+                picked_notice(event)
             elif isinstance(event, workflows.PullStarted):
                 watching = event
                 view.start(event)
@@ -132,7 +143,8 @@ def pull(ctx: click.Context, model: str, quant: str | None, cancel: bool, as_jso
             elif isinstance(event, workflows.Stalled):
                 output.info(f"  no bytes received for {event.seconds:.0f} s; still waiting (Ctrl+C detaches)")
             elif isinstance(event, workflows.AlreadyDownloaded):
-                output.info(f"✨ {event.name} is already downloaded")
+                what = f"{event.name}:{event.quantization}" if event.quantization else event.name
+                output.info(f"✨ {what} is already downloaded")
                 if as_json:
                     output.emit_json(workflows.model_json(event.model))
             elif isinstance(event, workflows.PullDone):
@@ -188,19 +200,30 @@ def list_models(ctx: click.Context, catalog: bool, as_json: bool) -> None:
         return
     table = []
     for r in rows:
-        files = str(r["files"]) if r["files_ready"] == r["files"] else f"{r['files_ready']}/{r['files']}"
-        name = r["name"] if r["status"] == "ready" else f"{r['name']} ({r['status']})"
-        table.append(
-            [
-                name,
-                r["repo_id"] or "-",
-                ",".join(r["quantizations"]) or "-",
-                files,
-                output.human_size(r["size"]),
-                output.ago(r["modified"]),
-            ]
-        )
-    output.table(["MODEL", "REPO ID", "QUANT", "FILES", "SIZE", "MODIFIED"], table)
+        for v in r["variants"] or [None]:
+            table.append(_list_row(r, v))
+    output.table(["MODEL", "REPO ID", "QUANT", "FILE", "SIZE", "MODIFIED"], table)
+
+
+def _list_row(r: dict[str, Any], v: dict[str, Any] | None) -> list[str]:
+    """One quantization of a model: its first file (+ how many more parts), marked when not whole."""
+    if v is None:
+        return [f"{r['name']} ({r['status']})", r["repo_id"] or "-", "-", "-", output.human_size(r["size"]), "-"]
+    name = f"{r['name']}:{v['quantization']}" if v["quantization"] else r["name"]
+    if v["status"] == "incomplete":
+        name += f" (incomplete: {v['parts_ready']}/{v['parts']} files)"
+    elif v["status"] != "ready":
+        name += f" ({v['status']})"
+    more = len(v["files"]) - 1
+    file = v["file"].rsplit("/", 1)[-1] + (f" +{more}" if more > 0 else "")
+    return [
+        name,
+        r["repo_id"] or "-",
+        v["quantization"] or "-",
+        file,
+        output.human_size(v["size"]),
+        output.ago(r["modified"]),
+    ]
 
 
 @click.command()
@@ -208,7 +231,7 @@ def list_models(ctx: click.Context, catalog: bool, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def show(ctx: click.Context, model: str, as_json: bool) -> None:
-    """Show a downloaded MODEL: files, quantizations, configs and GGUF facts."""
+    """Show a downloaded MODEL (or one quantization, MODEL:QUANT): files, quantizations, configs, GGUF facts."""
     platform = _connect(ctx)
     details = workflows.describe(platform, model)
     if as_json:
@@ -260,7 +283,11 @@ def _params(n: int | None) -> str:
 @click.option("--force", "-f", is_flag=True, help="Remove even if a deployment uses it.")
 @click.pass_context
 def rm(ctx: click.Context, models: tuple[str, ...], force: bool) -> None:
-    """Remove downloaded MODELS and their files from the platform."""
+    """Remove downloaded MODELS and their files from the platform.
+
+    NAME:QUANT removes that quantization's files only; the model goes with its last one.
+    """
     platform = _connect(ctx)
-    for m in workflows.remove(platform, list(models), force=force):
-        output.info(f"🗑  Removed {m.name}")
+    for r in workflows.remove(platform, list(models), force=force):
+        rest = "" if r.model_gone else f" ({r.files} file{'s' if r.files != 1 else ''}; other quantizations kept)"
+        output.info(f"🗑  Removed {r.label}{rest}")

@@ -13,10 +13,10 @@ from typing import Any
 
 import click
 
-from .. import statuses, workflows
+from .. import quantization, statuses, workflows
 from ..errors import EXIT_INTERRUPTED
 from . import completion, output
-from .models import PullView, _connect, json_option
+from .models import PullView, _connect, json_option, picked_notice
 
 STATUS_LABELS = {
     statuses.DEPLOYED: "● RUNNING",
@@ -45,7 +45,9 @@ def run_serve(
             platform, model, pull_if_needed=pull_if_needed, port=port, parallel=parallel, force_cpu=force_cpu
         )
         for event in events:
-            if isinstance(event, workflows.PullStarted):
+            if isinstance(event, workflows.PullAccepted):
+                picked_notice(event)
+            elif isinstance(event, workflows.PullStarted):
                 view.start(event)
             elif isinstance(event, workflows.FileProgress):
                 view.update(event)
@@ -78,8 +80,9 @@ def run_serve(
     return deployed
 
 
-def _deployment_row(d: workflows.Deployment) -> dict[str, Any]:
+def _deployment_row(d: workflows.Deployment, file: str | None = None) -> dict[str, Any]:
     """A deployment as ``ps --json`` and ``serve --json`` print it (docs/cli.md)."""
+    file = file or d.file_name
     uptime = None
     if d.status == statuses.DEPLOYED and d.deployed_at:
         started = datetime.fromisoformat(d.deployed_at.replace("Z", "+00:00"))
@@ -90,6 +93,8 @@ def _deployment_row(d: workflows.Deployment) -> dict[str, Any]:
         "id": d.id,
         "model": d.model_name,
         "model_id": d.model_id,
+        "quantization": quantization.detect_quantization(file) if file else None,
+        "file": file,
         "status": d.status,
         "engine": d.engine,
         "endpoint": d.endpoint,
@@ -158,7 +163,7 @@ def serve(
         output.info("\nStill deploying in the platform; see it with: kamiwaza ps")
         ctx.exit(EXIT_INTERRUPTED)
     if as_json:
-        output.emit_json(_deployment_row(deployed.deployment))
+        output.emit_json(_deployment_row(deployed.deployment, deployed.file))
 
 
 @click.command()
@@ -171,7 +176,8 @@ def ps(ctx: click.Context, show_all: bool, as_json: bool) -> None:
     deployments = workflows.list_deployments(platform)  # one request: endpoints included
     if not show_all:
         deployments = [d for d in deployments if d.status != statuses.STOPPED]
-    rows = [_deployment_row(d) for d in deployments]
+    names = workflows.file_names(platform, deployments)
+    rows = [_deployment_row(d, names.get(d.file_id or "")) for d in deployments]
     if as_json:
         output.emit_json(rows)
         return
@@ -179,10 +185,11 @@ def ps(ctx: click.Context, show_all: bool, as_json: bool) -> None:
         output.info("Nothing is running. Start a model with: kamiwaza serve MODEL")
         return
     output.table(
-        ["MODEL", "ID", "STATUS", "ENGINE", "SLOTS×CTX", "ENDPOINT", "UPTIME"],
+        ["MODEL", "FILE", "ID", "STATUS", "ENGINE", "SLOTS×CTX", "ENDPOINT", "UPTIME"],
         [
             [
-                r["model"] or "-",
+                f"{r['model'] or '-'}:{r['quantization']}" if r["quantization"] else r["model"] or "-",
+                (r["file"] or "-").rsplit("/", 1)[-1],
                 r["id"][:8],
                 STATUS_LABELS.get(r["status"], r["status"]),
                 r["engine"] or "-",

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import portable
+from ..quantization import is_projector
 from ..statuses import ACTIVE, DEPLOYED, DEPLOYING, FAILED, INITIALIZING, MUST_REDOWNLOAD, REQUESTED, STOPPED
 from . import engines, memory
 from .engines import llamacpp
@@ -563,7 +564,3 @@ def _kill_orphan(pid: int, engine_port: int | None) -> None:
 class MissingModelFile(Exception):
     """The deployment's weights are gone from disk."""
 
-
-def is_projector(name: str) -> bool:
-    """A multimodal projector (llama.cpp's ``mmproj`` GGUF), which rides along with a vision model."""
-    return "mmproj" in Path(name).name.lower()

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .. import statuses
+from .. import catalog, quantization, statuses
 from ..errors import KamiwazaError, NotFound
-from ..platform import Deployment, DeployRefused, Platform
-from .models import find_model, list_models
+from ..platform import Deployment, DeployRefused, Model, Platform
+from .models import find_model, list_models, select_variant
 from .pulling import AlreadyDownloaded, PullDone, pull
 
 ACTIVE_STATUSES = statuses.ACTIVE
@@ -37,6 +37,7 @@ class Deployed:
     deployment: Deployment
     endpoint: str
     reused: bool
+    file: str | None = None  # the weight file it serves
 
 
 def list_deployments(platform: Platform) -> list[Deployment]:
@@ -44,10 +45,20 @@ def list_deployments(platform: Platform) -> list[Deployment]:
     return platform.deployments()
 
 
+def file_names(platform: Platform, deployments: list[Deployment]) -> dict[str, str]:
+    """The name of the file each deployment serves, by file id: the local server says it in the
+    deployment itself; for a platform that does not, one model list fills it in."""
+    names = {d.file_id: d.file_name for d in deployments if d.file_id and d.file_name}
+    if any(d.file_id and d.file_id not in names for d in deployments):
+        names.update({f.id: f.name for m in list_models(platform) for f in m.files})
+    return names
+
+
 def find_deployments(
     platform: Platform, text: str, *, active_only: bool = True, deployments: list[Deployment] | None = None
 ) -> list[Deployment]:
-    """Deployments named by deployment id (or unique prefix), model name, repo id or catalog name."""
+    """Deployments named by deployment id (or unique prefix), or by a model's name (repo id,
+    catalog name, ...), with ``:quant`` only those serving that quantization."""
     deployments = list_deployments(platform) if deployments is None else deployments
     pool = [d for d in deployments if d.status in ACTIVE_STATUSES] if active_only else deployments
     wanted = text.strip().lower()
@@ -60,7 +71,13 @@ def find_deployments(
         model = find_model(platform, text)
     except NotFound:
         return [d for d in pool if (d.model_name or "").lower() == wanted]
-    return [d for d in pool if d.model_id == model.id]
+    mine = [d for d in pool if d.model_id == model.id]
+    _, tag = catalog.split_tag(text.strip())
+    if tag is None:
+        return mine
+    variant = select_variant(model, tag)
+    ids = {f.id for f in variant.files} if variant else set()
+    return [d for d in mine if d.file_id in ids]
 
 
 def serve(
@@ -73,17 +90,26 @@ def serve(
     force_cpu: bool = False,
     timeout: float = 600.0,
 ) -> Iterator[Any]:
-    """Pull if needed, reuse a running deployment (one that matches what was asked) or deploy,
-    and wait until it answers."""
+    """Pull the quantization asked for if needed, reuse a running deployment of it (one that
+    matches what was asked) or deploy it, and wait until it answers."""
     models = list_models(platform)
+    base, tag = catalog.split_tag(text.strip())
     try:
-        model = find_model(platform, text, models)
-        ready = model.state in ("ready", "partial")
+        model: Model | None = find_model(platform, text, models)
     except NotFound:
-        model, ready = None, False
-    if not ready:
+        model = None
+    variant = select_variant(model, tag) if model is not None else None
+    if variant is not None and variant.state == "incomplete" and variant.parts[0] > 0:
+        ready, expected = variant.parts
+        missing = ", ".join(f.name for f in variant.all_files if not f.ready) or "split parts"
+        again = f"{base}:{variant.quantization}" if variant.quantization else base
+        raise KamiwazaError(
+            f"{variant.label} is incomplete ({ready} of {expected} files ready; not downloaded: {missing})",
+            hint=f"repair it with: kamiwaza pull {again}",
+        )
+    if variant is None or variant.state != "ready":
         if not pull_if_needed:
-            raise NotFound(f"model {text!r} is not downloaded", hint=f"pull it with: kamiwaza pull {text}")
+            raise NotFound(f"{text!r} is not downloaded", hint=f"pull it with: kamiwaza pull {text}")
         done = None
         for event in pull(platform, text, models=models):
             yield event
@@ -91,11 +117,18 @@ def serve(
                 done = event
         assert done is not None
         model = done.model
-    assert model is not None
-    name = model.name
+        variant = select_variant(model, tag or done.quantization)
+        if variant is None:
+            raise KamiwazaError(f"{done.name} has no {tag or done.quantization} files after the pull")
+    assert model is not None and variant is not None
+    name = variant.label
+    # A repo without GGUF weights (a cluster's vLLM model): the platform picks its own files.
+    file_id = variant.first.id if quantization.is_weight(variant.first.name) else None
 
     for d in list_deployments(platform):
         if d.model_id != model.id or d.status not in ACTIVE_STATUSES:
+            continue
+        if file_id and d.file_id and d.file_id != file_id:
             continue
         if port and d.port != port:
             continue
@@ -104,19 +137,21 @@ def serve(
         if force_cpu and not d.force_cpu:
             continue
         if d.status == statuses.DEPLOYED and d.endpoint:
-            yield Deployed(name, d, d.endpoint, reused=True)
+            yield Deployed(name, d, d.endpoint, reused=True, file=variant.first.name)
             return
-        yield from _wait_deployed(platform, name, d.id, timeout, reused=True)
+        yield from _wait_deployed(platform, name, d.id, timeout, reused=True, file=variant.first.name)
         return
 
     try:
-        dep_id = platform.deploy(model.id, port=port, parallel=parallel, force_cpu=force_cpu)
+        dep_id = platform.deploy(model.id, file_id=file_id, port=port, parallel=parallel, force_cpu=force_cpu)
     except DeployRefused as exc:
         raise KamiwazaError(f"cannot deploy {name}: {exc.message}") from exc
-    yield from _wait_deployed(platform, name, dep_id, timeout, reused=False)
+    yield from _wait_deployed(platform, name, dep_id, timeout, reused=False, file=variant.first.name)
 
 
-def _wait_deployed(platform: Platform, name: str, dep_id: str, timeout: float, *, reused: bool) -> Iterator[Any]:
+def _wait_deployed(
+    platform: Platform, name: str, dep_id: str, timeout: float, *, reused: bool, file: str | None = None
+) -> Iterator[Any]:
     from ..errors import DeploymentFailed
 
     deadline = time.monotonic() + timeout
@@ -128,7 +163,7 @@ def _wait_deployed(platform: Platform, name: str, dep_id: str, timeout: float, *
             yield DeployStatus(name, status)
             last = status
         if status == statuses.DEPLOYED and d.endpoint:
-            yield Deployed(name, d, d.endpoint, reused=reused)
+            yield Deployed(name, d, d.endpoint, reused=reused, file=file)
             return
         if status in FAILED_STATUSES or status == statuses.STOPPED:
             code = d.error_code or status

@@ -52,11 +52,12 @@ def add_routes(api: APIRouter, ctx: ServerContext) -> None:
             stored = [
                 f for f in files if f["storage_location"] and not f["is_downloading"] and not is_projector(f["name"])
             ]
-            preferred = quantization.select_files([f["name"] for f in stored], quantization.DEFAULT_QUANTIZATION)
-            # GGUF weights first (the default quantization among them), then anything else stored.
-            candidates = sorted(
-                stored, key=lambda f: (not f["name"].lower().endswith(".gguf"), f["name"] not in preferred, f["name"])
-            )
+            try:
+                preferred = quantization.choose([f["name"] for f in stored]).first
+            except (quantization.NoMatch, IndexError):
+                preferred = None
+            # The default quantization's first part first (the tag grammar's choice), then anything else stored.
+            candidates = sorted(stored, key=lambda f: (f["name"] != preferred, f["name"]))
         if not candidates or not candidates[0]["storage_location"]:
             raise HTTPException(400, f"model {model['name']} is not downloaded; pull it first")
         file_row = candidates[0]
