@@ -99,7 +99,7 @@ def serve(
     except NotFound:
         model = None
     variant = select_variant(model, tag) if model is not None else None
-    if variant is not None and variant.state == "incomplete" and variant.parts[0] > 0:
+    if variant is not None and variant.state == "incomplete":
         ready, expected = variant.parts
         missing = ", ".join(f.name for f in variant.all_files if not f.ready) or "split parts"
         again = f"{base}:{variant.quantization}" if variant.quantization else base
