@@ -231,7 +231,10 @@ def _list_row(r: dict[str, Any], v: dict[str, Any] | None) -> list[str]:
 @json_option
 @click.pass_context
 def show(ctx: click.Context, model: str, as_json: bool) -> None:
-    """Show a downloaded MODEL (or one quantization, MODEL:QUANT): files, quantizations, configs, GGUF facts."""
+    """Show a downloaded MODEL: files, quantizations, configs and GGUF facts.
+
+    MODEL:QUANT shows that quantization's files only.
+    """
     platform = _connect(ctx)
     details = workflows.describe(platform, model)
     if as_json:
