@@ -20,8 +20,8 @@ MODEL_KEYS = {
     "id", "name", "repo_id", "hub", "status", "quantizations", "files", "files_ready", "size", "modified", "variants",
 }  # fmt: skip
 DEPLOYMENT_KEYS = {
-    "id", "model", "model_id", "quantization", "file", "status", "engine", "endpoint", "port", "slots", "context_per_slot", "threads",
-    "uptime_seconds", "requested_at", "deployed_at", "last_error_code", "last_error_message",
+    "id", "model", "model_id", "quantization", "file", "status", "engine", "endpoint", "port", "slots",
+    "context_per_slot", "threads", "uptime_seconds", "requested_at", "deployed_at", "last_error_code", "last_error_message",
 }  # fmt: skip
 
 

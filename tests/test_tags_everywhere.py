@@ -90,7 +90,8 @@ def test_serve_and_run_honour_the_tag(fake: FakePlatform, kw: FakeCli) -> None:
     table = kw.invoke("ps").stdout
     assert "qwen2.5-7b-instruct:q8_0" in table and "qwen2.5-7b-instruct-q8_0-00001-of-00003.gguf" in table
     # the same tag again reuses its own deployment, not the other quantization's
-    assert "Using existing deployment of qwen2.5-7b-instruct:q8_0" in kw.invoke("serve", "qwen2.5-7b-instruct:q8_0").stderr
+    again = kw.invoke("serve", "qwen2.5-7b-instruct:q8_0")
+    assert "Using existing deployment of qwen2.5-7b-instruct:q8_0" in again.stderr
     # stop NAME:QUANT stops that one only
     assert kw.invoke("stop", "qwen2.5-7b-instruct:q8_0").exit_code == 0
     running = [(d.file_name, d.status) for d in fake.deployments() if d.status == "DEPLOYED"]
