@@ -21,7 +21,8 @@ MODEL_KEYS = {
 }  # fmt: skip
 DEPLOYMENT_KEYS = {
     "id", "model", "model_id", "quantization", "file", "status", "engine", "endpoint", "port", "slots",
-    "context_per_slot", "threads", "uptime_seconds", "requested_at", "deployed_at", "last_error_code", "last_error_message",
+    "context_per_slot", "threads", "uptime_seconds", "requested_at", "deployed_at", "last_error_code",
+    "last_error_message",
 }  # fmt: skip
 
 
