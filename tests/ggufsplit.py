@@ -103,7 +103,8 @@ def split_gguf(source: Path, prefix: Path, count: int) -> list[Path]:
             for name, n_dims, dims, ttype, old in group:
                 size = end_of[old] - old
                 offset = _align(offset)
-                infos += struct.pack("<Q", len(name)) + name + struct.pack(f"<I{n_dims}QIQ", n_dims, *dims, ttype, offset)
+                info = struct.pack(f"<I{n_dims}QIQ", n_dims, *dims, ttype, offset)
+                infos += struct.pack("<Q", len(name)) + name + info
                 layout.append((offset, old, size))
                 offset += size
             head = header(len(group), n_kvs) + kvs + infos

@@ -101,11 +101,16 @@ class ChatSession:
     messages: list[dict[str, str]] = field(default_factory=list)
     stats: Stats = field(default_factory=Stats)
     info: dict[str, Any] = field(default_factory=dict)  # deployment id, endpoint... for /show info
+    # Pictures for the next message only (run --image, /image): images.image_part dicts and names.
+    images: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
-    def request_messages(self, user_text: str | None = None) -> list[dict[str, str]]:
-        out = [{"role": "system", "content": self.system}] if self.system else []
+    def request_messages(self, user_text: str | None = None) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = [{"role": "system", "content": self.system}] if self.system else []
         out += self.messages
-        if user_text is not None:
+        if user_text is not None and self.images:
+            parts = [{"type": "text", "text": user_text}, *(part for _, part in self.images)]
+            out.append({"role": "user", "content": parts})
+        elif user_text is not None:
             out.append({"role": "user", "content": user_text})
         return out
 
@@ -179,7 +184,10 @@ class ChatSession:
         if usage is not None:
             tokens = usage.completion_tokens or tokens
         prompt_tokens = usage.prompt_tokens if usage is not None else None
-        self.messages.append({"role": "user", "content": user_text})
+        # The history keeps text: a picture is sent with its own message, named in the transcript.
+        shown = "".join(f"[image: {name}] " for name, _ in self.images) + user_text
+        self.images.clear()
+        self.messages.append({"role": "user", "content": shown})
         self.messages.append({"role": "assistant", "content": text + (INTERRUPTED_MARK if interrupted else "")})
         reply = Reply(text, ttft, tokens, prompt_tokens, total, interrupted)
         self.stats.add(reply)
