@@ -61,6 +61,11 @@ def test_two_split_quantizations_pull_serve_rm(server: LocalServer, split_repo: 
     ]
     stored = sorted(p.name for p in (server.home / "models" / model["id"]).iterdir())
     assert stored == sorted(Q4 + Q8)
+    # show: GGUF facts once per quantization (from its first part), not once per part
+    shown = json.loads(_cli(server, "show", REPO, "--json"))
+    assert [(g["file"], g["architecture"]) for g in shown["gguf"]] == [(Q4[0], "gemma3"), (Q8[0], "gemma3")]
+    one = json.loads(_cli(server, "show", f"{REPO}:q8_0", "--json"))
+    assert [f["name"] for f in one["files"]] == Q8 and [g["file"] for g in one["gguf"]] == [Q8[0]]
 
     # Each tag serves its own first part; both at once.
     q4 = json.loads(_cli(server, "serve", f"{REPO}:q4_k_m", "--json"))

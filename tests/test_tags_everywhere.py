@@ -164,3 +164,34 @@ def test_missing_quantization_and_tag_refusals(fake: FakePlatform, kw: FakeCli) 
     r = kw.invoke("pull", "phi3-mini:latest")
     assert r.exit_code == 2 and "'latest' in 'phi3-mini:latest' is not a quantization tag" in r.stderr
     assert fake.model_by_repo(PHI3) is None
+
+
+def test_a_cluster_is_not_refused_a_safetensors_repo(tmp_path: Path) -> None:
+    # Only the local server (llama.cpp) refuses non-GGUF repos; against a cluster the CLI asks for
+    # every file of it, as the SDK would, and deploys it without naming a file (its vLLM picks).
+    cluster = FakePlatform(url="https://cluster.example/api", is_local=False)
+    repo = "Qwen/Qwen2.5-0.5B-Instruct"
+    cluster.hub[repo] = HubRepo({name: 10 for name in listing(repo)})
+    kw = FakeCli(cluster, env={"KAMIWAZA_HOME": str(tmp_path)})
+    r = kw.invoke("serve", repo, "--json")
+    assert r.exit_code == 0, r.stderr
+    assert _files(cluster, repo) == sorted(listing(repo))
+    assert json.loads(r.stdout)["quantization"] is None
+    assert [d.file_id for d in cluster.deployments()] == [None]
+
+
+def test_a_failed_download_hint_keeps_the_quantization(fake: FakePlatform, kw: FakeCli) -> None:
+    fake.hub[QWEN7].fail = "sha256 mismatch for qwen2.5-7b-instruct-q8_0-00002-of-00003.gguf"
+    r = kw.invoke("pull", "qwen2.5-7b-instruct:q8_0")
+    assert r.exit_code == 1
+    assert r.stderr.splitlines()[-1] == "  → try again with: kamiwaza pull qwen2.5-7b-instruct:q8_0"
+    r = kw.invoke("pull", QWEN7)  # the default pick is named in the hint too
+    assert r.stderr.splitlines()[-1] == f"  → try again with: kamiwaza pull {QWEN7}:q6_k"
+
+
+def test_the_local_engine_error_names_weight_types_only() -> None:
+    from kamiwaza_cli.server import engines
+
+    with pytest.raises(engines.EngineUnavailable) as info:
+        engines.pick([Path(n) for n in listing("Qwen/Qwen2.5-0.5B-Instruct")])
+    assert str(info.value).startswith("no engine here can run .safetensors weights:")

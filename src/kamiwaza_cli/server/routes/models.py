@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from ... import quantization
 from ...statuses import ACTIVE
-from .. import sources
+from .. import engines, sources
 from ..downloads import DiskFull
 from ..sources import SourceError
 from ..store import UnsafeName, now
@@ -281,7 +281,7 @@ def add_routes(api: APIRouter, ctx: ServerContext) -> None:
 
 def cannot_run(repo_id: str, names: list[str]) -> str:
     """Why this server will not take a repo without GGUF weights, and what would run it."""
-    kinds = sorted({n.rsplit(".", 1)[-1].lower() for n in names if n.lower().endswith(WEIGHT_SUFFIXES)})
+    kinds = sorted({n.rsplit(".", 1)[-1].lower() for n in names if n.lower().endswith(engines.WEIGHT_SUFFIXES)})
     what = f"its weights are {', '.join(kinds)}" if kinds else "it has no model weights this server knows"
     return (
         f"{repo_id} has no GGUF file ({what}): this local server runs llama.cpp, which loads GGUF only; "
@@ -289,5 +289,3 @@ def cannot_run(repo_id: str, names: list[str]) -> str:
         f"or pull a GGUF build of it (often {repo_id}-GGUF)"
     )
 
-
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".h5", ".msgpack", ".npz", ".mlx")
