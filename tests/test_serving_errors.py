@@ -106,10 +106,11 @@ def test_weights_no_engine_here_can_run(server: LocalServer, hub: FakeHub) -> No
     for command in ("pull", "serve"):
         r = server.cli(command, repo)
         assert r.exit_code == 2
-        assert r.stderr.startswith(
+        assert r.stderr.splitlines() == [
             f"Error: {repo} has no GGUF file (its weights are safetensors): this local server runs llama.cpp, "
-            "which loads GGUF only; a Kamiwaza cluster runs it with vLLM"
-        )
+            "which loads GGUF only; a Kamiwaza cluster runs such models with vLLM",
+            "  → pull a GGUF repo (see: kamiwaza list --catalog), or use a cluster: kamiwaza config set-url URL",
+        ]
     assert not any("/resolve/" in path and repo in path for _, path, _ in hub.requests)
     assert all(m["repo_id"] != repo for m in json.loads(server.cli("list", "--json").stdout))
     assert _active(server) == []

@@ -195,3 +195,14 @@ def test_the_local_engine_error_names_weight_types_only() -> None:
     with pytest.raises(engines.EngineUnavailable) as info:
         engines.pick([Path(n) for n in listing("Qwen/Qwen2.5-0.5B-Instruct")])
     assert str(info.value).startswith("no engine here can run .safetensors weights:")
+
+
+def test_no_tag_reuses_a_running_quantization_and_a_tag_never_does(fake: FakePlatform, kw: FakeCli) -> None:
+    kw.invoke("pull", "qwen2.5-7b-instruct")  # q6_k
+    kw.invoke("pull", "qwen2.5-7b-instruct:q8_0")
+    assert kw.invoke("serve", "qwen2.5-7b-instruct:q8_0").exit_code == 0
+    r = kw.invoke("serve", "qwen2.5-7b-instruct", "--json")
+    assert "Using existing deployment of qwen2.5-7b-instruct:q8_0" in r.stderr
+    assert json.loads(r.stdout)["quantization"] == "q8_0" and fake.count("deploy") == 1
+    r = kw.invoke("serve", "qwen2.5-7b-instruct:q6_k")
+    assert "Using existing" not in r.stderr and fake.count("deploy") == 2

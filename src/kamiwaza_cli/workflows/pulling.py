@@ -141,7 +141,11 @@ def _initiate(platform: Platform, ref: ModelRef, target: str | None, base: str) 
     try:
         started = platform.start_download(ref.source, target)
     except UsageError as exc:
-        exc.hint = exc.hint or "check the file or URL (a .gguf is needed), or pull by name: kamiwaza list --catalog"
+        if ref.kind == "repo":  # a repo the platform will not take (the local server: no GGUF in it)
+            hint = "pull a GGUF repo (see: kamiwaza list --catalog), or use a cluster: kamiwaza config set-url URL"
+        else:
+            hint = "check the file or URL (a .gguf is needed), or pull by name: kamiwaza list --catalog"
+        exc.hint = exc.hint or hint
         raise
     except QuantizationUnavailable as exc:
         exc.hint = (

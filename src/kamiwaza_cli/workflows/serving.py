@@ -125,21 +125,28 @@ def serve(
     # A repo without GGUF weights (a cluster's vLLM model): the platform picks its own files.
     file_id = variant.first.id if quantization.is_weight(variant.first.name) else None
 
-    for d in list_deployments(platform):
-        if d.model_id != model.id or d.status not in ACTIVE_STATUSES:
-            continue
-        if file_id and d.file_id and d.file_id != file_id:
-            continue
-        if port and d.port != port:
-            continue
-        if parallel and d.slots not in (None, parallel):
-            continue
-        if force_cpu and not d.force_cpu:
-            continue
+    running = [
+        d
+        for d in list_deployments(platform)
+        if d.model_id == model.id
+        and d.status in ACTIVE_STATUSES
+        and not (port and d.port != port)
+        and not (parallel and d.slots not in (None, parallel))
+        and not (force_cpu and not d.force_cpu)
+    ]
+    same = [d for d in running if not (file_id and d.file_id and d.file_id != file_id)]
+    # No tag: a running deployment of any quantization of the model serves (the default one first).
+    reusable = same or ([] if tag else running)
+    if reusable:
+        d = reusable[0]
+        files = {f.id: f.name for f in model.files}
+        served = files.get(d.file_id or "", variant.first.name) if d not in same else variant.first.name
+        label = quantization.detect_quantization(served)
+        name = f"{model.name}:{label}" if label else model.name
         if d.status == statuses.DEPLOYED and d.endpoint:
-            yield Deployed(name, d, d.endpoint, reused=True, file=variant.first.name)
+            yield Deployed(name, d, d.endpoint, reused=True, file=served)
             return
-        yield from _wait_deployed(platform, name, d.id, timeout, reused=True, file=variant.first.name)
+        yield from _wait_deployed(platform, name, d.id, timeout, reused=True, file=served)
         return
 
     try:

@@ -285,7 +285,5 @@ def cannot_run(repo_id: str, names: list[str]) -> str:
     what = f"its weights are {', '.join(kinds)}" if kinds else "it has no model weights this server knows"
     return (
         f"{repo_id} has no GGUF file ({what}): this local server runs llama.cpp, which loads GGUF only; "
-        f"a Kamiwaza cluster runs it with vLLM (kamiwaza --url https://CLUSTER/api pull {repo_id}), "
-        f"or pull a GGUF build of it (often {repo_id}-GGUF)"
+        "a Kamiwaza cluster runs such models with vLLM"
     )
-
