@@ -110,6 +110,12 @@ def _deployment_row(d: workflows.Deployment, file: str | None = None) -> dict[st
     }
 
 
+def _label(d: workflows.Deployment) -> str:
+    """NAME:QUANT of what a deployment serves (the name alone when the platform does not say the file)."""
+    quant = quantization.detect_quantization(d.file_name) if d.file_name else None
+    return f"{d.model_name}:{quant}" if quant else str(d.model_name)
+
+
 def slots_label(slots: int | None, context: int | None) -> str:
     """"4×4096": requests served at once, and the context each of them gets."""
     if not slots:
@@ -216,13 +222,13 @@ def stop(ctx: click.Context, target: str | None, stop_all: bool) -> None:
         if not stopped:
             output.info("Nothing was running")
         for d in stopped:
-            output.info(f"🛑 Stopped {d.model_name} ({d.id[:8]})")
+            output.info(f"🛑 Stopped {_label(d)} ({d.id[:8]})")
         return
     assert target is not None
     targets = workflows.find_deployments(platform, target)
     if not targets:
         raise workflows.NotFound(f"{target!r} is not running", hint="see running models with: kamiwaza ps")
-    output.info(f"🛑 Stopping {', '.join(sorted({str(d.model_name) for d in targets}))}...")
+    output.info(f"🛑 Stopping {', '.join(sorted({_label(d) for d in targets}))}...")
     workflows.stop_deployments(platform, targets)
     output.info("✨ Model stopped")
 
