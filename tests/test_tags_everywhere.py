@@ -206,3 +206,15 @@ def test_no_tag_reuses_a_running_quantization_and_a_tag_never_does(fake: FakePla
     assert json.loads(r.stdout)["quantization"] == "q8_0" and fake.count("deploy") == 1
     r = kw.invoke("serve", "qwen2.5-7b-instruct:q6_k")
     assert "Using existing" not in r.stderr and fake.count("deploy") == 2
+
+
+def test_pull_cancel_of_one_quantization_leaves_the_other_downloading(fake: FakePlatform, kw: FakeCli) -> None:
+    fake.start_download(LLAMA1, "q4_k_m")
+    fake.start_download(LLAMA1, "q8_0")
+    r = kw.invoke("pull", "--cancel", "llama3.2-1b-instruct:q8_0")
+    assert r.exit_code == 0, r.stderr
+    model = fake.model_by_repo(LLAMA1)
+    assert model is not None
+    states = {s.name: s.state for s in fake.download_status(model.id)}
+    assert states["Llama-3.2-1B-Instruct-Q8_0.gguf"] == "cancelled"
+    assert states["Llama-3.2-1B-Instruct-Q4_K_M.gguf"] in ("downloading", "downloaded")

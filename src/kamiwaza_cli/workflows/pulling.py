@@ -271,8 +271,12 @@ def _drop_if_empty(platform: Platform, model_id: str) -> None:
 
 
 def cancel_pull(platform: Platform, text: str) -> Model:
+    """Cancel the downloads of a model, or with ``:quant`` of that quantization's files only."""
     model = find_model(platform, text)
-    active = [f for f in model.files if f.downloading]
+    _, tag = catalog.split_tag(text.strip())
+    variant = select_variant(model, tag) if tag else None
+    files = variant.all_files if variant else () if tag else model.files
+    active = [f for f in files if f.downloading]
     if not active:
         raise NotFound(f"no download of {model.name} is in progress", hint="see models with: kamiwaza list")
     for f in active:
