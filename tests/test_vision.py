@@ -72,6 +72,13 @@ def test_the_projector_is_pulled_with_the_weights_and_given_to_the_engine(
     assert started and f"--mmproj {model_dir / 'mmproj-vision-F16.gguf'}" in started[-1]
     assert str(model_dir / "vision-Q4_K_M.gguf") in started[-1]
     assert served.exit_code == 1
+    # A lost projector makes the quantization incomplete; pulling it again fetches the projector alone.
+    (model_dir / "mmproj-vision-F16.gguf").unlink()
+    assert "vision-GGUF:q4_k_m (incomplete: 1/2 files)" in server.cli("list").stdout
+    repaired = server.cli("pull", f"{REPO}:q4_k_m")
+    assert repaired.exit_code == 0, repaired.stderr
+    assert "mmproj-vision-F16.gguf" in repaired.stderr and "vision-Q4_K_M.gguf" not in repaired.stderr
+    assert (model_dir / "mmproj-vision-F16.gguf").is_file()
 
 
 def test_run_image_reaches_the_engine(server: LocalServer, tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ def run_serve(
             spinner.stop()
     assert deployed is not None
     if deployed.reused:
-        output.info(f"✨ Using existing deployment of {deployed.name}")
+        output.info(f"✨ Using existing deployment of {deployed.label}")
     else:
         output.info("✨ Deployment ready!")
     output.info(f"✨ Model deployed at: {deployed.endpoint}")

@@ -41,10 +41,11 @@ class Variant:
 
     @property
     def parts(self) -> tuple[int, int]:
-        """(files ready, files expected): a split model expects every part its names count."""
+        """(files ready, files expected): a split model expects every part its names count, and a
+        vision model its projector too."""
         counts = [p[1] for f in self.files if (p := quantization.split_part(f.name))]
-        expected = max([len(self.files), *counts])
-        return sum(1 for f in self.files if f.ready), expected
+        expected = max([len(self.files), *counts]) + (1 if self.projector else 0)
+        return sum(1 for f in self.all_files if f.ready), expected
 
     @property
     def state(self) -> str:
@@ -52,8 +53,7 @@ class Variant:
         if any(f.downloading for f in self.all_files):
             return "downloading"
         ready, expected = self.parts
-        projector_ok = self.projector is None or self.projector.ready
-        return "ready" if ready == expected and projector_ok else "incomplete"
+        return "ready" if ready == expected else "incomplete"
 
     @property
     def all_files(self) -> tuple[ModelFile, ...]:

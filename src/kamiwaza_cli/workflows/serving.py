@@ -33,11 +33,15 @@ class DeployStatus:
 
 @dataclass
 class Deployed:
-    name: str
+    name: str  # the model's name (what a chat sends as "model")
     deployment: Deployment
     endpoint: str
     reused: bool
     file: str | None = None  # the weight file it serves
+    label: str = ""  # NAME:QUANT, for messages
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.name
 
 
 def list_deployments(platform: Platform) -> list[Deployment]:
@@ -121,7 +125,7 @@ def serve(
         if variant is None:
             raise KamiwazaError(f"{done.name} has no {tag or done.quantization} files after the pull")
     assert model is not None and variant is not None
-    name = variant.label
+    label = variant.label
     # A repo without GGUF weights (a cluster's vLLM model): the platform picks its own files.
     file_id = variant.first.id if quantization.is_weight(variant.first.name) else None
 
@@ -141,24 +145,32 @@ def serve(
         d = reusable[0]
         files = {f.id: f.name for f in model.files}
         served = files.get(d.file_id or "", variant.first.name) if d not in same else variant.first.name
-        label = quantization.detect_quantization(served)
-        name = f"{model.name}:{label}" if label else model.name
+        quant = quantization.detect_quantization(served)
+        label = f"{model.name}:{quant}" if quant else model.name
         if d.status == statuses.DEPLOYED and d.endpoint:
-            yield Deployed(name, d, d.endpoint, reused=True, file=served)
+            yield Deployed(model.name, d, d.endpoint, reused=True, file=served, label=label)
             return
-        yield from _wait_deployed(platform, name, d.id, timeout, reused=True, file=served)
+        yield from _wait_deployed(platform, model.name, label, d.id, timeout, reused=True, file=served)
         return
 
     try:
         dep_id = platform.deploy(model.id, file_id=file_id, port=port, parallel=parallel, force_cpu=force_cpu)
     except DeployRefused as exc:
-        raise KamiwazaError(f"cannot deploy {name}: {exc.message}") from exc
-    yield from _wait_deployed(platform, name, dep_id, timeout, reused=False, file=variant.first.name)
+        raise KamiwazaError(f"cannot deploy {label}: {exc.message}") from exc
+    yield from _wait_deployed(platform, model.name, label, dep_id, timeout, reused=False, file=variant.first.name)
 
 
 def _wait_deployed(
-    platform: Platform, name: str, dep_id: str, timeout: float, *, reused: bool, file: str | None = None
+    platform: Platform,
+    name: str,
+    label: str,
+    dep_id: str,
+    timeout: float,
+    *,
+    reused: bool,
+    file: str | None = None,
 ) -> Iterator[Any]:
+    """Poll a deployment until it serves; ``label`` (NAME:QUANT) is what messages call it."""
     from ..errors import DeploymentFailed
 
     deadline = time.monotonic() + timeout
@@ -167,27 +179,27 @@ def _wait_deployed(
         d = platform.deployment(dep_id)
         status = d.status.upper()
         if status != last:
-            yield DeployStatus(name, status)
+            yield DeployStatus(label, status)
             last = status
         if status == statuses.DEPLOYED and d.endpoint:
-            yield Deployed(name, d, d.endpoint, reused=reused, file=file)
+            yield Deployed(name, d, d.endpoint, reused=reused, file=file, label=label)
             return
         if status in FAILED_STATUSES or status == statuses.STOPPED:
             code = d.error_code or status
             message = d.error_message or "the deployment failed"
             hint = (
-                f"pull it again with: kamiwaza pull {name}"
+                f"pull it again with: kamiwaza pull {label}"
                 if code == statuses.MUST_REDOWNLOAD
                 else f"see the engine log with: kamiwaza logs {dep_id[:8]}"
             )
             raise DeploymentFailed(
-                f"{name} failed to deploy ({code}): {message.split(' | ')[0]}",
+                f"{label} failed to deploy ({code}): {message.split(' | ')[0]}",
                 hint=hint,
                 log_lines=logs(platform, dep_id)[-10:],
             )
         if time.monotonic() > deadline:
             raise DeploymentFailed(
-                f"{name} was not ready after {timeout:.0f} s (status {status})",
+                f"{label} was not ready after {timeout:.0f} s (status {status})",
                 hint=f"see the engine log with: kamiwaza logs {dep_id[:8]}",
             )
         time.sleep(DEPLOY_POLL)

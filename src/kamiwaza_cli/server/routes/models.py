@@ -183,8 +183,9 @@ def add_routes(api: APIRouter, ctx: ServerContext) -> None:
             wanted = [by_name[n] for n in names]
         if not wanted:
             raise HTTPException(404, f"{repo_id} has no files to download")
-        if not any(quantization.is_weight(f.name) for f in wanted):
-            # Refused before a byte is fetched: llama.cpp loads GGUF files only.
+        if not any(quantization.is_weight(n) for n in by_name):
+            # Refused before a byte is fetched: llama.cpp loads GGUF files only. (The repo is judged,
+            # not the request: repairing a vision model may ask for its projector alone.)
             raise HTTPException(422, cannot_run(repo_id, list(by_name)))
         s = ctx.store
         downloads = ctx.downloads
