@@ -178,6 +178,8 @@ def test_a_cluster_is_not_refused_a_safetensors_repo(tmp_path: Path) -> None:
     assert _files(cluster, repo) == sorted(listing(repo))
     assert json.loads(r.stdout)["quantization"] is None
     assert [d.file_id for d in cluster.deployments()] == [None]
+    row = kw.invoke("list").stdout.splitlines()[1]
+    assert row.split()[2:5] == ["-", f"{len(listing(repo))}", "files"]
 
 
 def test_a_failed_download_hint_keeps_the_quantization(fake: FakePlatform, kw: FakeCli) -> None:

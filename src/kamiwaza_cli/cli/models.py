@@ -216,6 +216,8 @@ def _list_row(r: dict[str, Any], v: dict[str, Any] | None) -> list[str]:
         name += f" ({v['status']})"
     more = len(v["files"]) - 1
     file = v["file"].rsplit("/", 1)[-1] + (f" +{more}" if more > 0 else "")
+    if v["quantization"] is None and more > 0:  # a repo without GGUF weights (a cluster's vLLM model)
+        file = f"{len(v['files'])} files"
     return [
         name,
         r["repo_id"] or "-",
