@@ -228,9 +228,8 @@ def test_ps_and_show_give_the_slots_and_context(server: LocalServer, four: dict)
     table = server.cli("ps").stdout
     assert f"4×{four['context_per_slot']}" in table
     shown = server.cli("show", MODEL, "--json")
-    assert {"id": four["id"], "status": "DEPLOYED", "slots": 4, "context_per_slot": four["context_per_slot"]} in (
-        json.loads(shown.stdout)["deployments"]
-    )
+    expected = {"id": four["id"], "status": "DEPLOYED", "slots": 4, "context_per_slot": four["context_per_slot"]}
+    assert any(d.items() >= expected.items() for d in json.loads(shown.stdout)["deployments"])
     assert f"4 requests at once, {four['context_per_slot']} tokens of context each" in server.cli("show", MODEL).stdout
 
 
