@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,8 +86,12 @@ def test_run_image_reaches_the_engine(server: LocalServer, tmp_path: Path) -> No
     picture = png(tmp_path / "red.png")
     r = server.cli("run", f"{GEMMA_REPO}:q4_k_m", "--image", str(picture), "--max-tokens", "4", "What is this?")
     # This model has no projector: llama.cpp refuses the image part, which proves it was sent as one.
-    assert r.exit_code != 0
-    assert "image" in r.stderr.lower() and "mmproj" in r.stderr.lower(), r.stderr
+    assert r.exit_code == 2
+    assert r.stderr.splitlines()[-2:] == [
+        "Error: the model refused the picture: image input is not supported - hint: if this is unexpected, "
+        "you may need to provide the mmproj",
+        "  → pictures need a vision model served with its projector, e.g.: kamiwaza run gemma3-4b",
+    ]
     server.cli("stop", "--all")
 
 
@@ -107,3 +112,30 @@ def test_image_part(tmp_path: Path) -> None:
         image_part(tmp_path / "missing.png")
     with pytest.raises(ImageError, match="is a directory"):
         image_part(tmp_path)
+
+
+def test_image_in_the_chat_goes_with_the_next_message_only(server: LocalServer, tmp_path: Path) -> None:
+    import pexpect
+    from test_chat import ask, wait_prompt
+
+    picture = png(tmp_path / "red.png")
+    env = {**server.env, "KAMIWAZA_BASE_URL": server.url, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "kamiwaza_cli", "run", f"{GEMMA_REPO}:q4_k_m", "--max-tokens", "4"],
+        env=env,
+        encoding="utf-8",
+        timeout=120,
+        dimensions=(40, 200),
+    )
+    try:
+        wait_prompt(child)
+        assert "Attached red.png; it goes with your next message" in ask(child, f"/image {picture}")
+        refused = ask(child, "What is in this picture?")  # no projector here: the engine refuses the image
+        assert "the model refused the picture: image input is not supported" in refused, refused
+        assert f"Error: cannot read {tmp_path}/none.txt" in ask(child, f"/image {tmp_path}/none.txt")
+        after = ask(child, "Hello")  # the picture is not sent again
+        assert "mmproj" not in after.lower(), after
+    finally:
+        child.close(force=True)
+        server.cli("stop", "--all")

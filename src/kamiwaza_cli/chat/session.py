@@ -134,6 +134,8 @@ class ChatSession:
         import openai
 
         messages = self.request_messages(user_text)
+        pictures = [name for name, _ in self.images]
+        self.images.clear()  # sent once, with this message, whether or not the engine takes it
         started = time.monotonic()
         ttft = None
         parts: list[str] = []
@@ -168,6 +170,12 @@ class ChatSession:
         except openai.APIStatusError as exc:
             if exc.status_code in (404, 502, 503, 504):
                 raise EndpointDown(f"the model endpoint answered HTTP {exc.status_code}") from exc
+            if pictures and exc.status_code in (400, 500, 501):
+                # llama-server answers 500 to a picture when the model was served without a projector.
+                raise UsageError(
+                    f"the model refused the picture: {_engine_message(exc)}",
+                    hint="pictures need a vision model served with its projector, e.g.: kamiwaza run gemma3-4b",
+                ) from exc
             if exc.status_code == 400:
                 # The engine refused the request itself (a prompt longer than the context, a bad
                 # parameter): its own words are the error, and nothing joins the history.
@@ -185,8 +193,7 @@ class ChatSession:
             tokens = usage.completion_tokens or tokens
         prompt_tokens = usage.prompt_tokens if usage is not None else None
         # The history keeps text: a picture is sent with its own message, named in the transcript.
-        shown = "".join(f"[image: {name}] " for name, _ in self.images) + user_text
-        self.images.clear()
+        shown = "".join(f"[image: {name}] " for name in pictures) + user_text
         self.messages.append({"role": "user", "content": shown})
         self.messages.append({"role": "assistant", "content": text + (INTERRUPTED_MARK if interrupted else "")})
         reply = Reply(text, ttft, tokens, prompt_tokens, total, interrupted)
