@@ -6,8 +6,10 @@ llama.cpp split files and the engine is test_split_models.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakeplatform import FakeCli, FakePlatform, HubRepo
@@ -220,3 +222,19 @@ def test_pull_cancel_of_one_quantization_leaves_the_other_downloading(fake: Fake
     states = {s.name: s.state for s in fake.download_status(model.id)}
     assert states["Llama-3.2-1B-Instruct-Q8_0.gguf"] == "cancelled"
     assert states["Llama-3.2-1B-Instruct-Q4_K_M.gguf"] in ("downloading", "downloaded")
+
+
+def test_ps_finds_the_file_name_on_a_platform_that_does_not_say_it(fake: FakePlatform, kw: FakeCli) -> None:
+    # A cluster's deployment carries m_file_id only: ps then lists the models once to name the file.
+    kw.invoke("pull", "qwen2.5-7b-instruct:q8_0")
+    assert kw.invoke("serve", "qwen2.5-7b-instruct:q8_0").exit_code == 0
+    record = fake._record
+
+    def without_name(dep_id: str) -> Any:
+        return dataclasses.replace(record(dep_id), file_name=None)
+
+    fake._record = without_name  # type: ignore[method-assign]
+    fake.calls.clear()
+    [row] = json.loads(kw.invoke("ps", "--json").stdout)
+    assert (row["quantization"], row["file"]) == ("q8_0", "qwen2.5-7b-instruct-q8_0-00001-of-00003.gguf")
+    assert fake.calls == ["deployments", "models"]
