@@ -54,6 +54,9 @@ _SCRUB = (
     "KAMIWAZA_DISK_RESERVE_BYTES",
     "HF_TOKEN",
     "NO_COLOR",
+    # a terminal's size comes from the terminal (pexpect sets it); pytest-xdist exports 80x24
+    "COLUMNS",
+    "LINES",
 )
 
 
