@@ -354,11 +354,18 @@ class FakeCli:
         self.platform = platform
         self.env = env or {}
 
-    def invoke(self, *args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
+    def invoke(
+        self, *args: str, input: str | None = None, env: dict[str, str] | None = None, environment: Any = None
+    ) -> Result:
+        """``environment``: an ``output.Environment`` the commands write to instead of the runner's
+        streams (how a test plays a terminal without a pty or any patching)."""
+        from kamiwaza_cli.cli.connection import PLATFORM_FACTORY
         from kamiwaza_cli.cli.main import cli
-        from kamiwaza_cli.cli.models import PLATFORM_FACTORY
+        from kamiwaza_cli.cli.output import ENVIRONMENT
 
         parent = click.Context(click.Command("tests"))
         parent.meta[PLATFORM_FACTORY] = lambda ctx, anonymous: self.platform
+        if environment is not None:
+            parent.meta[ENVIRONMENT] = environment
         runner = CliRunner()
         return runner.invoke(cli, list(args), input=input, env={**self.env, **(env or {})}, parent=parent)

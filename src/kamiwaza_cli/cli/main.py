@@ -182,8 +182,7 @@ def cli(
     With no URL configured, commands use the embedded local server
     (http://127.0.0.1:7777/api), starting it when needed.
     """
-    output.reset()
-    output.quiet = quiet
+    output.start(ctx, quiet)
     # --debug reaches commands in ctx.obj (Context.debug), never through the environment.
     ctx.obj = Context(url, debug or settings.debug_enabled(), platform_name, insecure, ca_bundle)
 
