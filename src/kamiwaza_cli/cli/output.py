@@ -76,10 +76,6 @@ class Output:
         self.as_json = as_json
         self._consoles: dict[str, Any] = {}
 
-    @property
-    def mode(self) -> str:
-        return "json" if self.as_json else "quiet" if self.quiet else "human"
-
     # --- the result ---------------------------------------------------------------------------
 
     def result(self, data: Any, human: Callable[[], object] | None = None) -> None:
