@@ -80,7 +80,8 @@ def login(ctx: click.Context, username: str | None, password_stdin: bool, token_
 @click.pass_context
 def logout(ctx: click.Context) -> None:
     """Forget the tokens stored for the platform."""
-    platform = _connect_anonymous(ctx)
+    # Forgetting needs no server: a local one that is not running stays so.
+    platform = _connect(ctx, anonymous=True, autostart=False)
     if credentials.delete(platform.url):
         output.info(f"✨ Logged out of {platform.url}")
     else:

@@ -22,14 +22,20 @@ PLATFORM_FACTORY = "kamiwaza.platform_factory"
 ``CliRunner.invoke(..., parent=ctx)`` shares its meta with the command's)."""
 
 
-def _connect(ctx: click.Context, anonymous: bool = False) -> workflows.Platform:
+def _connect(ctx: click.Context, anonymous: bool = False, autostart: bool = True) -> workflows.Platform:
     factory = ctx.meta.get(PLATFORM_FACTORY)
     if factory is not None:
         injected: workflows.Platform = factory(ctx, anonymous)
         return injected
     o = ctx.obj
     platform, started = workflows.connect(
-        o.url, platform_flag=o.platform, insecure=o.insecure, ca_bundle=o.ca_bundle, anonymous=anonymous, debug=o.debug
+        o.url,
+        platform_flag=o.platform,
+        insecure=o.insecure,
+        ca_bundle=o.ca_bundle,
+        anonymous=anonymous,
+        debug=o.debug,
+        autostart=autostart,
     )
     if not platform.verify:
         output.info(f"Warning: TLS certificate verification is off for {platform.url}")

@@ -39,9 +39,9 @@ def connect(
     """
     resolved = config.base_url(url_flag, platform_flag)
     url = resolved.value or config.local_url()
-    is_local = url == config.local_url()
+    chosen_default = url == config.local_url() and url_flag is None and not config.from_env("base_url")
     started = None
-    if is_local and url_flag is None and not config.from_env("base_url"):
+    if chosen_default:
         from .. import localserver
 
         running = localserver.status(config.home())
@@ -53,7 +53,10 @@ def connect(
     verify, bundle = config.tls_verify(insecure, ca_bundle)
     platform = SdkPlatform(
         url,
-        is_local=is_local,
+        # Any other URL is local when the server there says it is this machine's local server
+        # (its /ping, asked once when first needed), whatever port or host name reaches it.
+        is_local=True if chosen_default else None,
+        local_check=_serves_here,
         debug=debug or config.debug_enabled(),  # --debug comes in as ``debug``
         verify=verify,
         ca_bundle=bundle,
@@ -62,6 +65,12 @@ def connect(
     if not anonymous:
         platform.api_key = config.resolve("api_key").value or stored_token(platform) or _loopback_token(url)
     return platform, started
+
+
+def _serves_here(url: str, ping: dict[str, object]) -> bool:
+    from .. import localserver
+
+    return localserver.serves_here(url, ping)
 
 
 def stored_token(platform: Platform) -> str | None:

@@ -202,7 +202,8 @@ def add_routes(api: APIRouter, ctx: ServerContext) -> None:
             "active_deployments": sum(d["status"] in ACTIVE for d in ctx.store.list_deployments()),
         }
 
-    @api.post("/api/models/deploy_after_download/{model_key}")
+    # :path, so a repo id (owner/name) can be the key as well as a model's UUID.
+    @api.post("/api/models/deploy_after_download/{model_key:path}")
     def deploy_after_download(model_key: str, request: DeployAfterDownload | None = None) -> dict[str, Any]:
         model = ctx.store.get_model_by_repo(model_key)
         if model is None:
