@@ -76,6 +76,7 @@ class SdkPlatform:
     def is_local(self) -> bool:
         """Whether this is a local server on this machine (so it can read this machine's files)."""
         if self._is_local is None:
+            self._is_local = False  # while asking: an error on the way must not ask again
             try:
                 answer = self.ping()
             except KamiwazaError:
@@ -387,9 +388,10 @@ class SdkPlatform:
                     f"the TLS certificate of {self.url} could not be verified",
                     hint="give its CA with --ca-bundle FILE, or skip the check with --insecure",
                 )
-            hint = (
-                "start it with: kamiwaza server start" if self.is_local else "check the URL with: kamiwaza config show"
-            )
+            # Not self.is_local: that asks the server, which is what just failed. A loopback URL
+            # nobody answers is most likely the local server, stopped.
+            down_local = self._is_local or (self._is_local is None and _is_loopback_url(self.url))
+            hint = "start it with: kamiwaza server start" if down_local else "check the URL with: kamiwaza config show"
             if "timed out" in str(exc).lower() or "Timeout" in str(exc):
                 return PlatformUnreachable(
                     f"the platform at {self.url} stopped answering (no reply in {self.timeout:g} s)",
@@ -441,6 +443,10 @@ def _runtime_origin(base_url: str) -> str:
     if path.endswith("/api"):
         path = path[:-4]
     return urlunparse((scheme, parsed.netloc, path, "", "", "")).rstrip("/")
+
+
+def _is_loopback_url(url: str) -> bool:
+    return urlparse(url).hostname in ("127.0.0.1", "localhost", "::1")
 
 
 def _access_token(pat: Any) -> AccessToken:
