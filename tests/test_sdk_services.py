@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import GEMMA_REPO, LocalServer, make_server
+from conftest import GEMMA_REPO, LocalServer, start_with_user
 from fakehub import FakeHub
 
 USER, PASSWORD = "lin", "the local password of lin"
@@ -22,9 +22,7 @@ USER, PASSWORD = "lin", "the local password of lin"
 
 @pytest.fixture(scope="module")
 def srv(hub: FakeHub, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    s = make_server(tmp_path_factory.mktemp("sdk"), hub.url)
-    s.env.update(KAMIWAZA_LOCAL_USER=USER, KAMIWAZA_LOCAL_PASSWORD=PASSWORD)
-    s.start()
+    s = start_with_user(tmp_path_factory.mktemp("sdk"), USER, PASSWORD, hub.url)
     yield s
     s.stop()
 

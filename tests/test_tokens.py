@@ -11,18 +11,14 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner, Result
-from conftest import LocalServer, make_server
+from conftest import LocalServer, start_with_user
 
 USER, PASSWORD = "grace", "a long enough local password"
 
 
 @pytest.fixture(scope="module")
 def with_user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    srv = make_server(tmp_path_factory.mktemp("pats"), None)
-    srv.env.update(KAMIWAZA_LOCAL_USER=USER, KAMIWAZA_LOCAL_PASSWORD=PASSWORD)
-    srv.start()
-    for key in ("KAMIWAZA_LOCAL_USER", "KAMIWAZA_LOCAL_PASSWORD"):
-        srv.env.pop(key)  # the CLI never sees the server's secrets
+    srv = start_with_user(tmp_path_factory.mktemp("pats"), USER, PASSWORD)
     srv.env["KAMIWAZA_BASE_URL"] = srv.url
     yield srv
     srv.stop()
