@@ -25,15 +25,23 @@ def _other_local_port(server: LocalServer) -> dict[str, str]:
     return {"KAMIWAZA_LOCAL_PORT": str(free_port())}
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+@pytest.mark.parametrize(
+    ("host", "own_home"),
+    [("127.0.0.1", True), ("localhost", True), ("127.0.0.1", False)],
+    ids=["same-home", "localhost", "other-home"],
+)
 def test_a_base_url_that_reaches_the_local_server_is_local(
-    server: LocalServer, tiny_files: dict[str, Path], host: str
+    server: LocalServer, tiny_files: dict[str, Path], tmp_path: Path, host: str, own_home: bool
 ) -> None:
-    url = f"http://{host}:{server.port}/api"
-    r = server.cli("pull", str(tiny_files["q8"]), "--json", env={**_other_local_port(server), "KAMIWAZA_BASE_URL": url})
+    """With the server's own home, its server.json says so without a request; from another home
+    (the server started by someone else's KAMIWAZA_HOME) the server's ping says so."""
+    env = {**_other_local_port(server), "KAMIWAZA_BASE_URL": f"http://{host}:{server.port}/api"}
+    if not own_home:
+        env["KAMIWAZA_HOME"] = str(tmp_path)
+    r = server.cli("pull", str(tiny_files["q8"]), "--json", env=env)
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["status"] == "ready"
-    r = server.cli("rm", "tiny-b", env={**_other_local_port(server), "KAMIWAZA_BASE_URL": url})
+    r = server.cli("rm", "tiny-b", env=env)
     assert r.exit_code == 0, r.stderr
 
 

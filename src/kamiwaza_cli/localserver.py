@@ -65,6 +65,14 @@ def ping(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def is_recorded_server(url: str, info: ServerInfo) -> bool:
+    """True when ``url`` reaches ``info``'s server (this home's, running): a loopback host on its port."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.port == info.port and is_loopback(parts.hostname or "")
+
+
 def serves_here(url: str, answer: dict[str, object]) -> bool:
     """True when ``answer`` (the ``/ping`` of the server at ``url``) is a local server running on
     this machine: it says it is one and names its state directory, and that directory's

@@ -388,9 +388,9 @@ class SdkPlatform:
                     f"the TLS certificate of {self.url} could not be verified",
                     hint="give its CA with --ca-bundle FILE, or skip the check with --insecure",
                 )
-            # Not self.is_local: that asks the server, which is what just failed. A loopback URL
-            # nobody answers is most likely the local server, stopped.
-            down_local = self._is_local or (self._is_local is None and _is_loopback_url(self.url))
+            # Not self.is_local: that asks the server, which is what just failed. Nobody answering
+            # on the local server's own URL is most likely that server, stopped.
+            down_local = self._is_local or (self._is_local is None and self.url == config.local_url())
             hint = "start it with: kamiwaza server start" if down_local else "check the URL with: kamiwaza config show"
             if "timed out" in str(exc).lower() or "Timeout" in str(exc):
                 return PlatformUnreachable(
@@ -443,10 +443,6 @@ def _runtime_origin(base_url: str) -> str:
     if path.endswith("/api"):
         path = path[:-4]
     return urlunparse((scheme, parsed.netloc, path, "", "", "")).rstrip("/")
-
-
-def _is_loopback_url(url: str) -> bool:
-    return urlparse(url).hostname in ("127.0.0.1", "localhost", "::1")
 
 
 def _access_token(pat: Any) -> AccessToken:

@@ -41,21 +41,23 @@ def connect(
     url = resolved.value or config.local_url()
     chosen_default = url == config.local_url() and url_flag is None and not config.from_env("base_url")
     started = None
-    if chosen_default:
-        from .. import localserver
+    from .. import localserver
 
-        running = localserver.status(config.home())
+    running = localserver.status(config.home())
+    if chosen_default:
         if running is not None:
             url = running.url  # the local server started with another --port (or TLS) is still "local"
         elif autostart and not localserver.ping(url, timeout=1.0):
             localserver.start(config.home(), port=config.local_port())
             started = ServerStarted(url)
+    # This home's running server, reached on its port, is local without asking it (no extra request).
+    known_local = chosen_default or (running is not None and localserver.is_recorded_server(url, running))
     verify, bundle = config.tls_verify(insecure, ca_bundle)
     platform = SdkPlatform(
         url,
         # Any other URL is local when the server there says it is this machine's local server
         # (its /ping, asked once when first needed), whatever port or host name reaches it.
-        is_local=True if chosen_default else None,
+        is_local=True if known_local else None,
         local_check=_serves_here,
         debug=debug or config.debug_enabled(),  # --debug comes in as ``debug``
         verify=verify,
