@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
-from conftest import GEMMA_REPO, TINY_REPO, LocalServer, wait_for
+from conftest import GEMMA_REPO, TINY_REPO, LocalServer, start_with_user, wait_for
 from fakehub import FakeHub
 from pydantic import TypeAdapter
 from referencing import Registry
@@ -818,7 +818,7 @@ COVERED_PREFIXES = (
     "/api/auth/pats",
     "/api/auth/users/me",
 )
-# The password grant and refresh need a server with a user: test_auth.py drives them (and the SDK's login).
+# The password grant and refresh need a server with a user: test_password_grant_and_refresh below.
 ELSEWHERE = {("POST", "/auth/token"), ("POST", "/auth/refresh")}
 # Routes of a cluster with no single-node counterpart: a deliberate 501 whose detail says why.
 REFUSED = [
@@ -860,7 +860,7 @@ def test_every_implemented_route_is_covered() -> None:
 
 def test_every_spec_route_is_served_or_refused() -> None:
     """Every spec route of ping, auth (token, refresh, users/me, PATs), models, model files, model configs and
-    serving has a contract case here, a deliberate refusal, or is driven by test_auth.py."""
+    serving has a contract case, a deliberate refusal, or (grant and refresh) its own test below."""
     wanted = {
         (method.upper(), _shape(path))
         for path, ops in SPEC["paths"].items()
@@ -871,6 +871,25 @@ def test_every_spec_route_is_served_or_refused() -> None:
     handled = {(c.method, _shape(c.path)) for c in ROUTES} | {_spec_shape(m, p) for m, p, _ in REFUSED}
     handled |= {(m, _shape(p)) for m, p in ELSEWHERE}
     assert sorted(wanted - handled) == []
+
+
+def test_password_grant_and_refresh(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``POST /auth/token`` (the SDK's form body) and ``POST /auth/refresh?refresh_token=``, on a server with a user."""
+    from kamiwaza_sdk.schemas.auth import TokenResponse
+
+    srv = start_with_user(tmp_path_factory.mktemp("grant"), "eve", "eve's local password")
+    try:
+        form = {"grant_type": "password", "username": "eve", "password": "eve's local password",
+                "scope": "openid email profile", "client_id": "kamiwaza-platform"}  # fmt: skip
+        r = httpx.post(f"{srv.url}/auth/token", data=form)
+        granted = check(r, "POST", "/auth/token")
+        TokenResponse.model_validate(granted)
+        r = httpx.post(f"{srv.url}/auth/refresh", params={"refresh_token": granted["refresh_token"]})
+        TokenResponse.model_validate(check(r, "POST", "/auth/refresh"))
+        r = httpx.get(f"{srv.url}/auth/users/me", headers={"Authorization": f"Bearer {granted['access_token']}"})
+        assert check(r, "GET", "/auth/users/me", sdk="UserInfo")["username"] == "eve"
+    finally:
+        srv.stop()
 
 
 @pytest.mark.parametrize(("method", "path", "body"), [pytest.param(*r, id=f"{r[0]} {r[1]}") for r in REFUSED])
