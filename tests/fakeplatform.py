@@ -149,7 +149,7 @@ class FakePlatform:
         self.calls.append("whoami")
         return User("tester", "sub-1", "tester@example.com", ("users",), ("admin",))
 
-    def create_token(self, name: str | None, ttl_seconds: int | None) -> NewAccessToken:
+    def create_token(self, name: str | None, ttl_seconds: int | None, scope: str | None = None) -> NewAccessToken:
         self.calls.append("create_token")
         jti = _id("jti")
         record = AccessToken(jti, name, "tester", "2025-01-01T00:00:00+00:00", 1_900_000_000 if ttl_seconds else None)

@@ -55,6 +55,9 @@ def test_create_list_login_revoke(with_user: LocalServer) -> None:
     # Secrets on disk: the server keeps no token, only owner-only metadata; the CLI's copy is 0600.
     pats = srv.home / "pats.json"
     assert stat.S_IMODE(pats.stat().st_mode) == 0o600 and token not in pats.read_text()
+    # Minted as the SDK's own `pat create` does: a cluster refuses a PAT without the platform audience.
+    [record] = json.loads(pats.read_text())
+    assert (record["aud"], record["scope"]) == ("kamiwaza-platform", "openid")
     assert token not in (srv.home / "server.log").read_text()
     assert cli(srv, "logout").exit_code == 0
     r = cli(srv, "login", "--token", input=token + "\n")

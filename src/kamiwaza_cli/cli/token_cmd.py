@@ -50,14 +50,22 @@ def token() -> None:
 @token.command("create")
 @click.option("--name", "-n", help="What the token is for (shown by token list).")
 @click.option("--ttl", default="90d", show_default=True, help="Lifetime: 30m, 12h, 90d, 1y (at most 365 days).")
+@click.option(
+    "--scope",
+    default="openid",
+    show_default=True,
+    help="The platform's scope for the token (a cluster maps e.g. admin to its roles; the local server records it).",
+)
 @json_option
 @click.pass_context
-def create(ctx: click.Context, name: str | None, ttl: str, as_json: bool) -> None:
+def create(ctx: click.Context, name: str | None, ttl: str, scope: str, as_json: bool) -> None:
     """Make a token; its secret is printed once, on stdout."""
     seconds = parse_ttl(ttl)
     if name is not None and not 1 <= len(name) <= 255:
         raise UsageError("--name must be 1 to 255 characters")
-    made = _connect(ctx).create_token(name, seconds)
+    if not 1 <= len(scope) <= 50:
+        raise UsageError("--scope must be 1 to 50 characters")
+    made = _connect(ctx).create_token(name, seconds, scope)
     r = made.record
     if as_json:
         output.emit_json({"token": made.token, "jti": r.jti, "name": r.name, "expires_at": r.expires_at})

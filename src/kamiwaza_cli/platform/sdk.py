@@ -44,6 +44,7 @@ from .records import (
 T = TypeVar("T")
 
 CONNECT_TIMEOUT = 10.0
+PAT_AUDIENCE = "kamiwaza-platform"
 
 
 class SdkPlatform:
@@ -173,10 +174,13 @@ class SdkPlatform:
     def refresh(self, refresh_token: str) -> Tokens:
         return _tokens(self._call(self._sdk.auth.refresh_access_token, refresh_token))
 
-    def create_token(self, name: str | None, ttl_seconds: int | None) -> NewAccessToken:
+    def create_token(self, name: str | None, ttl_seconds: int | None, scope: str | None = None) -> NewAccessToken:
         from kamiwaza_sdk.schemas.auth import PATCreate
 
-        made = self._call(self._sdk.auth.create_pat, PATCreate(name=name, ttl_seconds=ttl_seconds))
+        # The platform's audience: a PAT minted without it is refused with 401 (kamiwaza-api.md §1),
+        # which is why the SDK's own `pat create` sends it too.
+        request = PATCreate(name=name, ttl_seconds=ttl_seconds, scope=scope, aud=PAT_AUDIENCE)
+        made = self._call(self._sdk.auth.create_pat, request)
         return NewAccessToken(str(made.token), _access_token(made.pat))
 
     def tokens(self) -> list[AccessToken]:
