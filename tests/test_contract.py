@@ -858,6 +858,24 @@ def test_every_implemented_route_is_covered() -> None:
         assert c.method.lower() in SPEC["paths"][c.path], c.id
 
 
+def test_fixed_paths_are_not_captured_by_parameters() -> None:
+    """The rule behind /models/pending_deployments: every route's own path, with each parameter
+    filled in by a plain word, is matched first by that route (for its method), never by an
+    earlier route whose parameter claims the word (which answers 422: not a UUID, or 405)."""
+    from starlette.routing import Match
+
+    from kamiwaza_cli.server.app import create_app
+
+    app = create_app(Path("/nonexistent"))
+    routes = [r for r in app.routes if getattr(r, "methods", None)]
+    for route in routes:
+        path = re.sub(r"\{[^}:]+(:path)?\}", "x", route.path)
+        for method in route.methods - {"HEAD", "OPTIONS"}:
+            scope = {"type": "http", "path": path, "method": method, "root_path": ""}
+            first = next(r for r in routes if r.matches(scope)[0] == Match.FULL)
+            assert first is route, f"{method} {path} is claimed by {first.path} before {route.path}"
+
+
 def test_every_spec_route_is_served_or_refused() -> None:
     """Every spec route of ping, auth (token, refresh, users/me, PATs), models, model files, model configs and
     serving has a contract case, a deliberate refusal, or (grant and refresh) its own test below."""

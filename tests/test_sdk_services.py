@@ -84,6 +84,16 @@ def test_models_and_files_service(client: Any, deployed: dict[str, Any]) -> None
     assert f.name in {x.name for x in found}
     status = client.models.get_model_download_status(GEMMA_REPO, quantization="q4_k_m")
     assert status["all_downloaded"] is True, status
+    # Configs by id: get, update, delete (listing and creating are test_sdk_models.py's).
+    from kamiwaza_sdk.schemas.models.model import CreateModelConfig
+
+    made = client.models.create_model_config(CreateModelConfig(m_id=model.id, name="short", default=False))
+    assert client.models.get_model_config(made.id).name == "short"
+    body = CreateModelConfig(m_id=model.id, name="short", default=False, config={"n_ctx": 512})
+    assert client.models.update_model_config(made.id, body).config == {"n_ctx": 512}
+    client.models.delete_model_config(made.id)
+    assert made.id not in {c.id for c in client.models.get_model_configs(model.id)}
+    assert [s.id for s in client.models.get_model_files_download_status(GEMMA_REPO)] == [f.id]
     # create_model_file: the SDK's body names no model, and a file belongs to one here.
     with pytest.raises(APIError) as err:
         client.models.create_model_file(CreateModelFile(name="x.bin", size=1))
@@ -128,3 +138,13 @@ def test_stop_and_delete(client: Any, deployed: dict[str, Any], srv: LocalServer
     assert client.delete(f"/serving/deployment/{dep_id}/delete") is True
     assert dep_id not in {d.id for d in client.serving.list_deployments()}
     assert not Path(srv.home, "logs", "deployments", f"{dep_id}.log").exists()
+
+    # The SDK's one-call helper deploys it again (downloaded already); stopping by repo id ends it.
+    again = client.models.download_and_deploy_model(GEMMA_REPO, quantization="q4_k_m")
+    assert again["deployment_id"] is not None and again["deployment_id"] != dep_id, again
+    assert client.serving.stop_deployment(repo_id=GEMMA_REPO) is True
+    assert client.serving.get_deployment(again["deployment_id"]).status == "STOPPED"
+    # delete_model_file: the file goes, the model stays.
+    [f] = client.models.get_model_files_by_model_id(deployed["model"].id)
+    client.models.delete_model_file(f.id)
+    assert client.models.get_model_files_by_model_id(deployed["model"].id) == []
