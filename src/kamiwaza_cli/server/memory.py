@@ -2,8 +2,10 @@
 prompt cache and its compute buffers, from the GGUF header and the deployment's slots and context.
 
 This module owns the estimate (``estimate``) and its parts; the deploy memory check
-(supervisor.py) and the platform's estimate routes use it, and the llama.cpp engine sizes its
-prompt cache with it. Nothing here starts a process or reads tensor data.
+(supervisor.py) and the platform's estimate routes (``POST /serving/estimate_model_vram`` and both
+``memory_usage`` routes, through routes/planning.py) use it, so they all give the same number, and
+the llama.cpp engine sizes its prompt cache with it. ``weights_by_type`` breaks the weights down by
+ggml type for the estimate route. Nothing here starts a process or reads tensor data.
 
 - Weights: the bytes of every tensor by its ggml type, as the GGUF's tensor infos give them
   (what llama.cpp's "model buffer size" reports), summed over the split files of a split model
