@@ -200,7 +200,9 @@ class LlamaCpp:
             argv += ["--mmproj", str(deployment.projector)]
         argv += self._gpu_args(binary, config, deployment.force_cpu)
         facts = {"slots": slots, "context_per_slot": per_slot, "threads": threads, "embeddings": embeddings}
-        return LaunchSpec(argv=argv, health_path="/health", env={"LLAMA_API_KEY": deployment.api_key}, facts=facts)
+        return LaunchSpec(
+            argv=argv, health_path="/health", env={"LLAMA_API_KEY": deployment.api_key}, facts=facts
+        )
 
     @staticmethod
     def _template_args(config: Mapping[str, Any], info: GGUFInfo | None) -> list[str]:
