@@ -261,11 +261,11 @@ class Store:
         with self.transaction() as db:
             _update(db, "deployments", deployment_id, fields)
 
-    # Configs
     def delete_deployment(self, deployment_id: str) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM deployments WHERE id = ?", (deployment_id,))
 
+    # Configs
     def list_configs(self, model_id: str | None = None) -> list[dict[str, Any]]:
         if model_id is None:
             return self._rows("SELECT * FROM model_configs ORDER BY created_at")

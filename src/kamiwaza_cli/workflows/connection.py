@@ -3,7 +3,9 @@
 ``connect`` picks the URL (flag > env > config file > local), starts the embedded server when it
 is the chosen platform and not running, and sets the API key: KAMIWAZA_API_KEY, else the token
 ``kamiwaza login`` stored for this URL (refreshed when it is about to expire), else a loopback
-placeholder.
+placeholder. Whether the platform is a local server on this machine (``is_local``: it can read
+this machine's files) is never read from the URL string: it is this home's running server reached
+on its port, or a server whose ping says it is one (localserver.serves_here).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def connect(
     url = resolved.value or config.local_url()
     chosen_default = url == config.local_url() and url_flag is None and not config.from_env("base_url")
     started = None
-    from .. import localserver
+    from .. import localserver  # light: it is on the start-up path anyway
 
     running = localserver.status(config.home())
     if chosen_default:
