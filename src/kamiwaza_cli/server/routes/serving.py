@@ -18,7 +18,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from ...statuses import ACTIVE
+from ...statuses import ACTIVE, REQUESTED
 from .. import engines
 from ..engines.llamacpp import MAX_SLOTS
 from ..supervisor import AdmissionRefused, port_is_free, tail
@@ -227,7 +227,7 @@ def add_routes(api: APIRouter, ctx: ServerContext) -> None:
             d = active[0]
             return {"deployed": True, "status": d["status"], "model_id": model["id"], "deployment_id": d["id"]}
         dep_id = deploy(CreateModelDeployment(m_id=UUID(model["id"]), m_file_id=UUID(chosen[0]["id"])))
-        return {"deployed": True, "status": "REQUESTED", "model_id": model["id"], "deployment_id": dep_id}
+        return {"deployed": True, "status": REQUESTED, "model_id": model["id"], "deployment_id": dep_id}
 
     for method, path, what in NOT_HERE:
         api.add_api_route(path, refusal(what), methods=[method])
