@@ -83,7 +83,8 @@ def login(ctx: click.Context, username: str | None, password_stdin: bool, token_
 def logout(ctx: click.Context) -> None:
     """Forget the tokens stored for the platform."""
     out = output.of(ctx)
-    platform = _connect_anonymous(ctx)
+    # Forgetting needs no server: a local one that is not running stays so.
+    platform = connect(ctx, anonymous=True, autostart=False)
     if credentials.delete(platform.url):
         out.info(f"✨ Logged out of {platform.url}")
     else:

@@ -17,17 +17,24 @@ PLATFORM_FACTORY = "kamiwaza.platform_factory"
 ``CliRunner.invoke(..., parent=ctx)`` shares its meta with the command's)."""
 
 
-def connect(ctx: click.Context, anonymous: bool = False) -> workflows.Platform:
+def connect(ctx: click.Context, anonymous: bool = False, autostart: bool = True) -> workflows.Platform:
     """The platform the global flags name, the local server started if it is the one and is down.
 
-    ``anonymous``: without the stored session (login must not be stopped by an expired one)."""
+    ``anonymous``: without the stored session (login must not be stopped by an expired one).
+    ``autostart=False``: a local server that is down stays down (logout needs none)."""
     factory = ctx.meta.get(PLATFORM_FACTORY)
     if factory is not None:
         injected: workflows.Platform = factory(ctx, anonymous)
         return injected
     o = ctx.obj
     platform, started = workflows.connect(
-        o.url, platform_flag=o.platform, insecure=o.insecure, ca_bundle=o.ca_bundle, anonymous=anonymous, debug=o.debug
+        o.url,
+        platform_flag=o.platform,
+        insecure=o.insecure,
+        ca_bundle=o.ca_bundle,
+        anonymous=anonymous,
+        debug=o.debug,
+        autostart=autostart,
     )
     out = output.of(ctx)
     if not platform.verify:

@@ -110,7 +110,7 @@ def describe(platform: Platform, text: str) -> dict[str, Any]:
     for f in full.files:
         status = "downloaded" if f.ready else ("downloading" if f.downloading else "not downloaded")
         files.append({"id": f.id, "name": f.name, "size": f.size, "sha256": f.checksum, "status": status})
-        if platform.is_local and f.ready and f.name.lower().endswith(".gguf"):
+        if f.ready and f.name.lower().endswith(".gguf") and platform.is_local:  # is_local may ask the server: last
             gguf_facts.extend(_gguf_facts(f))
     ready_names = [f.name for f in full.files if f.ready]
     deployments = [
