@@ -54,6 +54,9 @@ _SCRUB = (
     "KAMIWAZA_DISK_RESERVE_BYTES",
     "HF_TOKEN",
     "NO_COLOR",
+    # a terminal's size comes from the terminal (pexpect sets it); pytest-xdist exports 80x24
+    "COLUMNS",
+    "LINES",
 )
 
 
@@ -204,6 +207,17 @@ def make_server(tmp: Path, hub_url: str | None) -> LocalServer:
     if hub_url:
         env["HF_ENDPOINT"] = hub_url
     return LocalServer(tmp, port, env)
+
+
+def start_with_user(tmp: Path, user: str, password: str, hub_url: str | None = None) -> LocalServer:
+    """A started server that offers ``kamiwaza login`` for one user; the CLI side's environment then
+    drops the user's secrets again (the server has them, the CLI never sees them)."""
+    srv = make_server(tmp, hub_url)
+    srv.env.update(KAMIWAZA_LOCAL_USER=user, KAMIWAZA_LOCAL_PASSWORD=password)
+    srv.start()
+    for key in ("KAMIWAZA_LOCAL_USER", "KAMIWAZA_LOCAL_PASSWORD"):
+        srv.env.pop(key)
+    return srv
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,9 @@ import psutil
 import pytest
 from conftest import LocalServer, first_token_seconds
 
+# Bounds in time: `make test` runs this module after the parallel phase, alone (pyproject markers).
+pytestmark = pytest.mark.timing
+
 MODEL = "gemma-3-270m-q4_k_m"
 CHAT = [{"role": "user", "content": "Write a long story about the sea."}]
 

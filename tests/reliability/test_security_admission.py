@@ -25,6 +25,9 @@ from conftest import LocalServer, first_token_seconds, make_server, wait_for
 from fakehub import FakeHub
 from reliability.support import ACTIVE, GEMMA_LOCAL, catalog, engine_pids, one_error, record
 
+# Bounds in time: `make test` runs this module after the parallel phase, alone (pyproject markers).
+pytestmark = pytest.mark.timing
+
 MIB = 1 << 20
 SIZE = re.compile(r"\d+(?:\.\d\d)? (?:MiB|GiB)")
 CONFIGS = {"small": {"n_ctx": 512}, "single": {"n_ctx": 4096}, "big": {"n_ctx": 8192}, "absurd": {"n_ctx": 10**9}}

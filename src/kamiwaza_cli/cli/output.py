@@ -1,7 +1,14 @@
-"""How the CLI writes: data to stdout, everything else to stderr, colour only on terminals.
+"""How the CLI writes: one ``Output`` per command, over one ``Environment``.
 
-One ``Console`` for each stream, made lazily so ``--help`` doesn't pay for rich.
-``NO_COLOR`` and non-TTY streams get plain text with no escape codes.
+``Environment`` is everything a command touches outside itself (as httpie's is): the three
+streams, whether each is a terminal, and the colour setting. It is taken from the process once,
+when the command group starts, or handed in by a test (``ctx.meta[ENVIRONMENT]``); commands never
+read ``sys.stdout`` or ``isatty()`` themselves, so CLI tests need no global patching.
+
+``Output`` is the one place a command hands its result to. Its mode is ``human`` (tables and
+sentences), ``json`` (``--json``: the result as JSON on stdout, nothing else there) or ``quiet``
+(``-q``: data only, no status lines). Data goes to stdout, everything else to stderr, colour only on
+terminals; consoles are made lazily so ``--help`` doesn't pay for rich.
 
 Everything printed here passes through ``textsafe.safe_text``: names, ids, error details and
 logs come from the platform (a hub, a URL, another user) and their control characters must reach
@@ -13,49 +20,177 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import IO, Any
+
+import click
 
 from ..config import no_color as _no_color
 from ..textsafe import safe_text
 
-_consoles: dict[str, Any] = {}
-quiet = False
+ENVIRONMENT = "kamiwaza.environment"
+"""Key in ``click.Context.meta`` of an ``Environment`` the commands use instead of the process's."""
 
 
-def _console(stream: str) -> Any:
-    if stream not in _consoles:
-        from rich.console import Console
+@dataclass
+class Environment:
+    """The streams a command reads and writes, whether each is a terminal, and the colour setting."""
 
-        target = sys.stdout if stream == "out" else sys.stderr
-        tty = target.isatty()
-        _consoles[stream] = Console(
-            file=target,
-            stderr=stream == "err",
-            no_color=_no_color() or not tty,
-            highlight=False,
-            soft_wrap=not tty,
-            force_terminal=tty or None,
-            emoji=tty,
+    stdin: IO[str]
+    stdout: IO[str]
+    stderr: IO[str]
+    stdin_isatty: bool
+    stdout_isatty: bool
+    stderr_isatty: bool
+    no_color: bool = False
+
+    @classmethod
+    def of_process(cls) -> Environment:
+        """This process's streams, as they are now (CliRunner swaps them per invocation)."""
+        return cls(
+            sys.stdin,
+            sys.stdout,
+            sys.stderr,
+            _isatty(sys.stdin),
+            _isatty(sys.stdout),
+            _isatty(sys.stderr),
+            _no_color(),
         )
-    return _consoles[stream]
 
 
-def reset() -> None:
-    """Forget consoles (CliRunner swaps sys.stdout between invocations)."""
-    _consoles.clear()
+def _isatty(stream: IO[str] | None) -> bool:
+    try:
+        return bool(stream is not None and stream.isatty())
+    except (ValueError, OSError):  # a closed or detached stream
+        return False
 
 
-def err_console() -> Any:
-    return _console("err")
+class Output:
+    """Where one command's result, status lines and progress go; see the module docstring."""
+
+    def __init__(self, env: Environment, *, quiet: bool = False, as_json: bool = False) -> None:
+        self.env = env
+        self.quiet = quiet
+        self.as_json = as_json
+        self._consoles: dict[str, Any] = {}
+
+    # --- the result ---------------------------------------------------------------------------
+
+    def result(self, data: Any, human: Callable[[], object] | None = None) -> None:
+        """A command's result, once: JSON on stdout with ``--json``, else what ``human`` prints."""
+        if self.as_json:
+            self.json(data)
+        elif human is not None:
+            human()
+
+    def json(self, data: Any) -> None:
+        self.env.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        self.env.stdout.flush()
+
+    def line(self, text: object = "") -> None:
+        """One line of data on stdout, escaped (a newline inside a value cannot start a new line)."""
+        self.env.stdout.write(safe_text(text) + "\n")
+
+    def flush(self) -> None:
+        """Hand what stdout holds to the reader now (a followed log, a streamed answer)."""
+        self.env.stdout.flush()
+
+    def table(self, columns: list[str], rows: list[list[str]]) -> None:
+        """A table on stdout: rich on a terminal, tab-free aligned plain text in pipes."""
+        rows = [[safe_text(v).replace("\t", "\\t") for v in r] for r in rows]  # a tab would break the columns
+        if self.env.stdout_isatty:
+            from rich.table import Table
+            from rich.text import Text
+
+            t = Table(box=None, pad_edge=False, header_style="bold")
+            for c in columns:
+                t.add_column(c, overflow="fold")
+            for r in rows:
+                t.add_row(*(Text(v) for v in r))  # Text, not str: cells are data, never markup
+            self.out_console().print(t)
+            return
+        widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
+        for cells in [columns, *rows]:
+            self.env.stdout.write("  ".join(v.ljust(w) for v, w in zip(cells, widths, strict=False)).rstrip() + "\n")
+        self.env.stdout.flush()
+
+    # --- everything else: stderr --------------------------------------------------------------
+
+    def info(self, message: str) -> None:
+        """A status line on stderr (suppressed by --quiet); the blank lines it starts with are kept."""
+        if not self.quiet:
+            body = message.lstrip("\n")
+            self.env.stderr.write(message[: len(message) - len(body)] + safe_text(body) + "\n")
+            self.env.stderr.flush()
+
+    def warning(self, message: str) -> None:
+        """A line on stderr that --quiet does not hide."""
+        self.env.stderr.write(safe_text(message) + "\n")
+        self.env.stderr.flush()
+
+    @property
+    def live(self) -> bool:
+        """Whether progress bars and spinners may be drawn: a terminal on stderr, colours on, not -q."""
+        return self.env.stderr_isatty and not self.env.no_color and not self.quiet
+
+    def err_console(self) -> Any:
+        return self._console("err")
+
+    def out_console(self) -> Any:
+        return self._console("out")
+
+    def _console(self, stream: str) -> Any:
+        if stream not in self._consoles:
+            from rich.console import Console
+
+            target = self.env.stdout if stream == "out" else self.env.stderr
+            tty = self.env.stdout_isatty if stream == "out" else self.env.stderr_isatty
+            self._consoles[stream] = Console(
+                file=target,
+                no_color=self.env.no_color or not tty,
+                highlight=False,
+                soft_wrap=not tty,
+                force_terminal=tty or None,
+                emoji=tty,
+            )
+        return self._consoles[stream]
 
 
-def out_console() -> Any:
-    return _console("out")
+def of(ctx: click.Context) -> Output:
+    """The Output of the command running in ``ctx`` (made by the group; a bare command gets one)."""
+    root = ctx.find_root()
+    found = root.meta.get(_OUTPUT)
+    if found is None:
+        env = root.meta.get(ENVIRONMENT) or Environment.of_process()
+        found = root.meta[_OUTPUT] = Output(env)
+    return found  # type: ignore[no-any-return]
 
 
-def stderr_is_tty() -> bool:
-    return sys.stderr.isatty() and not _no_color()
+_OUTPUT = "kamiwaza.output"
+
+
+def start(ctx: click.Context, quiet: bool) -> Output:
+    """Make the Output for this invocation (the group's callback, before any command runs)."""
+    env = ctx.meta.get(ENVIRONMENT) or Environment.of_process()
+    out = ctx.meta[_OUTPUT] = Output(env, quiet=quiet)
+    return out
+
+
+def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        of(ctx).as_json = True
+    return value
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, expose_value=False, callback=_set_json, help="Print JSON on stdout."
+)
+"""``--json`` for a command: its Output's result becomes JSON on stdout (``out.as_json``)."""
+
+
+# --- values made printable (pure: no stream) ----------------------------------------------------
 
 
 def clean(value: object) -> str:
@@ -68,43 +203,6 @@ def markup(value: object) -> str:
     from rich.markup import escape
 
     return str(escape(safe_text(value)))
-
-
-def info(message: str) -> None:
-    """A status line on stderr (suppressed by --quiet); the blank lines it starts with are kept."""
-    if not quiet:
-        body = message.lstrip("\n")
-        print(message[: len(message) - len(body)] + safe_text(body), file=sys.stderr, flush=True)
-
-
-def line(text: object = "") -> None:
-    """One line of data on stdout, escaped (a newline inside a value cannot start a new line)."""
-    print(safe_text(text))
-
-
-def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-    sys.stdout.flush()
-
-
-def table(columns: list[str], rows: list[list[str]]) -> None:
-    """A table on stdout: rich on a terminal, tab-free aligned plain text in pipes."""
-    rows = [[safe_text(v).replace("\t", "\\t") for v in r] for r in rows]  # a tab would break the columns
-    if sys.stdout.isatty():
-        from rich.table import Table
-        from rich.text import Text
-
-        t = Table(box=None, pad_edge=False, header_style="bold")
-        for c in columns:
-            t.add_column(c, overflow="fold")
-        for r in rows:
-            t.add_row(*(Text(v) for v in r))  # Text, not str: cells are data, never markup
-        out_console().print(t)
-        return
-    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
-    for line in [columns, *rows]:
-        sys.stdout.write("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=False)).rstrip() + "\n")
-    sys.stdout.flush()
 
 
 def human_size(n: int | None) -> str:

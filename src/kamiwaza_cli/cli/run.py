@@ -6,7 +6,6 @@ otherwise it opens the REPL. Pull and deploy progress always go to stderr.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -15,7 +14,7 @@ from .. import config as settings
 from .. import workflows
 from ..errors import EXIT_INTERRUPTED, KamiwazaError, UsageError
 from . import completion, output
-from .models import _connect
+from .connection import connect
 from .serving import run_serve
 
 
@@ -66,8 +65,9 @@ def run(
     """
     from ..chat.session import DEFAULT_SYSTEM, ChatSession, EndpointDown, TranscriptError, read_transcript
 
-    stdin_text = "" if sys.stdin.isatty() else sys.stdin.read()
-    one_shot = bool(prompt) or not sys.stdin.isatty()
+    out = output.of(ctx)
+    stdin_text = "" if out.env.stdin_isatty else out.env.stdin.read()
+    one_shot = bool(prompt) or not out.env.stdin_isatty
     if as_json and not one_shot:
         raise UsageError("--json needs a PROMPT or text on stdin (it answers once)")
     if one_shot:
@@ -95,8 +95,8 @@ def run(
         except ImageError as exc:
             raise UsageError(str(exc)) from exc
 
-    platform = _connect(ctx)
-    deployed = run_serve(platform, model)
+    platform = connect(ctx)
+    deployed = run_serve(out, platform, model)
 
     def client_for(dep: workflows.Deployed) -> object:
         return platform.openai_client(dep.deployment)
@@ -129,13 +129,13 @@ def run(
         from ..chat.repl import format_stats
 
         try:
-            reply = answer(session, question, as_json=as_json)
+            reply = answer(session, question, as_json=as_json, out=out.env.stdout)
         except EndpointDown as exc:
             raise KamiwazaError(f"{exc}", hint=f"run it again to redeploy: kamiwaza run {model}") from exc
         if reply.interrupted:
             ctx.exit(EXIT_INTERRUPTED)
         if as_json:
-            output.emit_json(
+            out.json(
                 {
                     "model": deployed.name,
                     "deployment_id": deployed.deployment.id,
@@ -144,13 +144,13 @@ def run(
                 }
             )
         if verbose:
-            output.info(format_stats(reply))
+            out.info(format_stats(reply))
         return
 
     from ..chat.repl import Repl
 
     def reconnect() -> object:
-        return client_for(run_serve(platform, model))
+        return client_for(run_serve(out, platform, model))
 
     history = settings.home() / "history" if settings.history_enabled() else None
     ctx.exit(Repl(session, history_file=history, reconnect=reconnect).run())

@@ -1,12 +1,11 @@
 """Serving commands: ``serve``, ``ps``, ``stop`` and ``logs``.
 
 Thin like the model commands: workflows do the steps and yield events; this module
-draws the spinner (stderr, terminals only) and prints tables and endpoints.
+draws the spinner (stderr, terminals only) and hands tables and endpoints to the Output.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -16,7 +15,9 @@ import click
 from .. import quantization, statuses, workflows
 from ..errors import EXIT_INTERRUPTED
 from . import completion, output
-from .models import PullView, _connect, json_option, picked_notice
+from .connection import connect
+from .output import Output, json_option, markup
+from .progress import PullView
 
 STATUS_LABELS = {
     statuses.DEPLOYED: "● RUNNING",
@@ -27,6 +28,7 @@ STATUS_LABELS = {
 
 
 def run_serve(
+    out: Output,
     platform: workflows.Platform,
     model: str,
     *,
@@ -36,7 +38,7 @@ def run_serve(
     force_cpu: bool = False,
 ) -> workflows.Deployed:
     """Render ``workflows.serve`` (shared with ``run``): pull bars, a status spinner, the endpoint."""
-    view = PullView()
+    view = PullView(out)
     spinner: Any = None
     announced = False
     deployed = None
@@ -46,7 +48,7 @@ def run_serve(
         )
         for event in events:
             if isinstance(event, workflows.PullAccepted):
-                picked_notice(event)
+                view.accepted(event)
             elif isinstance(event, workflows.PullStarted):
                 view.start(event)
             elif isinstance(event, workflows.FileProgress):
@@ -55,16 +57,16 @@ def run_serve(
                 pass
             elif isinstance(event, workflows.PullDone):
                 view.stop()
-                output.info("✨ Download complete!")
+                out.info("✨ Download complete!")
             elif isinstance(event, workflows.DeployStatus):
                 if not announced:
                     announced = True
-                    output.info(f"🚀 Deploying {event.name}...")
-                    if output.stderr_is_tty() and not output.quiet:
-                        spinner = output.err_console().status(output.markup(event.status))
+                    out.info(f"🚀 Deploying {event.name}...")
+                    if out.live:
+                        spinner = out.err_console().status(markup(event.status))
                         spinner.start()
                 if spinner is not None:
-                    spinner.update(output.markup(event.status))
+                    spinner.update(markup(event.status))
             elif isinstance(event, workflows.Deployed):
                 deployed = event
     finally:
@@ -73,10 +75,10 @@ def run_serve(
             spinner.stop()
     assert deployed is not None
     if deployed.reused:
-        output.info(f"✨ Using existing deployment of {deployed.label}")
+        out.info(f"✨ Using existing deployment of {deployed.label}")
     else:
-        output.info("✨ Deployment ready!")
-    output.info(f"✨ Model deployed at: {deployed.endpoint}")
+        out.info("✨ Deployment ready!")
+    out.info(f"✨ Model deployed at: {deployed.endpoint}")
     return deployed
 
 
@@ -117,7 +119,7 @@ def _label(d: workflows.Deployment) -> str:
 
 
 def slots_label(slots: int | None, context: int | None) -> str:
-    """"4×4096": requests served at once, and the context each of them gets."""
+    """ "4×4096": requests served at once, and the context each of them gets."""
     if not slots:
         return "-"
     return f"{slots}×{context}" if context else str(slots)
@@ -154,43 +156,44 @@ def serve(
     parallel: int | None,
     force_cpu: bool,
     no_pull: bool,
-    as_json: bool,
 ) -> None:
     """Deploy MODEL as an OpenAI-compatible API and print its endpoint.
 
     Pulls the model first if needed, and reuses a running deployment of it.
     """
-    platform = _connect(ctx)
+    out = output.of(ctx)
+    platform = connect(ctx)
     try:
         deployed = run_serve(
-            platform, model, pull_if_needed=not no_pull, port=port, parallel=parallel, force_cpu=force_cpu
+            out, platform, model, pull_if_needed=not no_pull, port=port, parallel=parallel, force_cpu=force_cpu
         )
     except KeyboardInterrupt:
-        output.info("\nStill deploying in the platform; see it with: kamiwaza ps")
+        out.info("\nStill deploying in the platform; see it with: kamiwaza ps")
         ctx.exit(EXIT_INTERRUPTED)
-    if as_json:
-        output.emit_json(_deployment_row(deployed.deployment, deployed.file))
+    out.result(_deployment_row(deployed.deployment, deployed.file))  # the endpoint itself went to stderr above
 
 
 @click.command()
 @click.option("--all", "-a", "show_all", is_flag=True, help="Include stopped deployments.")
 @json_option
 @click.pass_context
-def ps(ctx: click.Context, show_all: bool, as_json: bool) -> None:
+def ps(ctx: click.Context, show_all: bool) -> None:
     """List deployments: running, starting and failed (stopped ones with --all)."""
-    platform = _connect(ctx)
-    deployments = workflows.list_deployments(platform)  # one request: endpoints included
+    out = output.of(ctx)
+    platform = connect(ctx)
+    deployments = workflows.list_deployments(platform)  # one request: endpoints (and files, locally) included
     if not show_all:
         deployments = [d for d in deployments if d.status != statuses.STOPPED]
     names = workflows.file_names(platform, deployments)
     rows = [_deployment_row(d, names.get(d.file_id or "")) for d in deployments]
-    if as_json:
-        output.emit_json(rows)
-        return
+    out.result(rows, lambda: _deployments_table(out, rows))
+
+
+def _deployments_table(out: Output, rows: list[dict[str, Any]]) -> None:
     if not rows:
-        output.info("Nothing is running. Start a model with: kamiwaza serve MODEL")
+        out.info("Nothing is running. Start a model with: kamiwaza serve MODEL")
         return
-    output.table(
+    out.table(
         ["MODEL", "FILE", "ID", "STATUS", "ENGINE", "SLOTS×CTX", "ENDPOINT", "UPTIME"],
         [
             [
@@ -216,21 +219,22 @@ def stop(ctx: click.Context, target: str | None, stop_all: bool) -> None:
     """Stop the deployment(s) of a MODEL, or one deployment by ID (prefix)."""
     if not target and not stop_all:
         raise click.UsageError("name a MODEL or deployment ID, or use --all")
-    platform = _connect(ctx)
+    out = output.of(ctx)
+    platform = connect(ctx)
     if stop_all:
         stopped = workflows.stop(platform, None, all_=True)
         if not stopped:
-            output.info("Nothing was running")
+            out.info("Nothing was running")
         for d in stopped:
-            output.info(f"🛑 Stopped {_label(d)} ({d.id[:8]})")
+            out.info(f"🛑 Stopped {_label(d)} ({d.id[:8]})")
         return
     assert target is not None
     targets = workflows.find_deployments(platform, target)
     if not targets:
         raise workflows.NotFound(f"{target!r} is not running", hint="see running models with: kamiwaza ps")
-    output.info(f"🛑 Stopping {', '.join(sorted({_label(d) for d in targets}))}...")
+    out.info(f"🛑 Stopping {', '.join(sorted({_label(d) for d in targets}))}...")
     workflows.stop_deployments(platform, targets)
-    output.info("✨ Model stopped")
+    out.info("✨ Model stopped")
 
 
 @click.command()
@@ -242,7 +246,8 @@ def stop(ctx: click.Context, target: str | None, stop_all: bool) -> None:
 @click.pass_context
 def logs(ctx: click.Context, target: str, follow: bool, lines: int) -> None:
     """Print the engine log of a MODEL's deployment, or of one deployment by ID."""
-    platform = _connect(ctx)
+    out = output.of(ctx)
+    platform = connect(ctx)
     every = workflows.list_deployments(platform)
     found = workflows.find_deployments(platform, target, deployments=every) or workflows.find_deployments(
         platform, target, active_only=False, deployments=every
@@ -252,8 +257,8 @@ def logs(ctx: click.Context, target: str, follow: bool, lines: int) -> None:
     dep = found[-1]
     shown, seen, active = workflows.log_snapshot(platform, dep.id)
     for line in shown[-lines:]:
-        output.line(line)  # an engine echoes what it was sent: escape sequences stay visible text
-    sys.stdout.flush()
+        out.line(line)  # an engine echoes what it was sent: escape sequences stay visible text
+    out.flush()
     try:
         while follow:
             time.sleep(1.0)
@@ -261,8 +266,8 @@ def logs(ctx: click.Context, target: str, follow: bool, lines: int) -> None:
             new = total - seen
             if new > 0:
                 for line in current[-new:]:
-                    output.line(line)
-                sys.stdout.flush()
+                    out.line(line)
+                out.flush()
                 seen = total
             elif not active:
                 break

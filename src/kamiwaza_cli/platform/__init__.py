@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .port import Platform
 from .records import (
+    AccessToken,
     Deployment,
     DeployRefused,
     DownloadStarted,
@@ -18,6 +19,7 @@ from .records import (
     ModelConfig,
     ModelFile,
     ModelUnavailable,
+    NewAccessToken,
     QuantizationUnavailable,
     Tokens,
     User,
@@ -25,6 +27,8 @@ from .records import (
 from .sdk import SdkPlatform
 
 __all__ = [
+    "AccessToken",
+    "NewAccessToken",
     "Deployment",
     "DeployRefused",
     "DownloadStarted",

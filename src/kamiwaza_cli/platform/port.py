@@ -10,7 +10,19 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from .records import Deployment, DownloadStarted, DownloadStatus, Logs, Model, ModelConfig, ModelFile, Tokens, User
+from .records import (
+    AccessToken,
+    Deployment,
+    DownloadStarted,
+    DownloadStatus,
+    Logs,
+    Model,
+    ModelConfig,
+    ModelFile,
+    NewAccessToken,
+    Tokens,
+    User,
+)
 
 
 class Platform(Protocol):
@@ -29,6 +41,11 @@ class Platform(Protocol):
     def refresh(self, refresh_token: str) -> Tokens: ...
     def whoami(self) -> User: ...
     def ping(self) -> dict[str, Any]: ...
+
+    # Personal access tokens (the caller's own)
+    def create_token(self, name: str | None, ttl_seconds: int | None, scope: str | None = None) -> NewAccessToken: ...
+    def tokens(self) -> list[AccessToken]: ...
+    def revoke_token(self, jti: str) -> None: ...
 
     # Models
     def models(self) -> list[Model]: ...

@@ -138,6 +138,26 @@ class User:
     roles: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    """A personal access token's record (never its secret): ``jti`` names it for revoking."""
+
+    jti: str
+    name: str | None
+    owner: str
+    created_at: str
+    expires_at: int | None  # seconds since the epoch; None: no expiry
+    revoked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NewAccessToken:
+    """A token just made: the secret, shown once, and its record."""
+
+    token: str
+    record: AccessToken
+
+
 class QuantizationUnavailable(NotFound):
     """The repo has files, but none of the quantization asked for."""
 

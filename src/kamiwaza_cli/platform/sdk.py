@@ -24,6 +24,7 @@ from urllib.parse import urlparse, urlunparse
 from .. import config, quantization, sdkimport, statuses
 from ..errors import AuthError, DownloadFailed, KamiwazaError, NotFound, PlatformUnreachable, UsageError
 from .records import (
+    AccessToken,
     Deployment,
     DeployRefused,
     DownloadStarted,
@@ -34,6 +35,7 @@ from .records import (
     ModelConfig,
     ModelFile,
     ModelUnavailable,
+    NewAccessToken,
     QuantizationUnavailable,
     Tokens,
     User,
@@ -42,6 +44,7 @@ from .records import (
 T = TypeVar("T")
 
 CONNECT_TIMEOUT = 10.0
+PAT_AUDIENCE = "kamiwaza-platform"
 
 
 class SdkPlatform:
@@ -52,7 +55,8 @@ class SdkPlatform:
         url: str,
         *,
         api_key: str | None = None,
-        is_local: bool = False,
+        is_local: bool | None = False,
+        local_check: Callable[[str, dict[str, Any]], bool] | None = None,
         debug: bool = False,
         verify: bool = True,
         ca_bundle: str | None = None,
@@ -60,12 +64,30 @@ class SdkPlatform:
     ) -> None:
         self.url = url
         self._api_key = api_key
-        self.is_local = is_local
+        # None: not known yet; the server's own ping answer decides it (``local_check``), once.
+        self._is_local = is_local
+        self._local_check = local_check
         self.debug = debug
         self.verify = verify
         self.ca_bundle = ca_bundle
         self.timeout = timeout
         self._client: Any = None
+
+    @property
+    def is_local(self) -> bool:
+        """Whether this is a local server on this machine (so it can read this machine's files)."""
+        if self._is_local is None:
+            self._is_local = False  # while asking: an error on the way must not ask again
+            try:
+                answer = self.ping()
+            except KamiwazaError:
+                answer = {}
+            self._is_local = bool(self._local_check and self._local_check(self.url, answer))
+        return self._is_local
+
+    @is_local.setter
+    def is_local(self, value: bool) -> None:
+        self._is_local = value
 
     @property
     def api_key(self) -> str | None:
@@ -151,6 +173,21 @@ class SdkPlatform:
 
     def refresh(self, refresh_token: str) -> Tokens:
         return _tokens(self._call(self._sdk.auth.refresh_access_token, refresh_token))
+
+    def create_token(self, name: str | None, ttl_seconds: int | None, scope: str | None = None) -> NewAccessToken:
+        from kamiwaza_sdk.schemas.auth import PATCreate
+
+        # The platform's audience: a PAT minted without it is refused with 401 (kamiwaza-api.md §1),
+        # which is why the SDK's own `pat create` sends it too.
+        request = PATCreate(name=name, ttl_seconds=ttl_seconds, scope=scope, aud=PAT_AUDIENCE)
+        made = self._call(self._sdk.auth.create_pat, request)
+        return NewAccessToken(str(made.token), _access_token(made.pat))
+
+    def tokens(self) -> list[AccessToken]:
+        return [_access_token(p) for p in self._call(self._sdk.auth.list_pats).pats]
+
+    def revoke_token(self, jti: str) -> None:
+        self._call(self._sdk.auth.revoke_pat, jti)
 
     def whoami(self) -> User:
         u = self._call(self._sdk.auth.get_current_user)
@@ -375,9 +412,10 @@ class SdkPlatform:
                     f"the TLS certificate of {self.url} could not be verified",
                     hint="give its CA with --ca-bundle FILE, or skip the check with --insecure",
                 )
-            hint = (
-                "start it with: kamiwaza server start" if self.is_local else "check the URL with: kamiwaza config show"
-            )
+            # Not self.is_local: that asks the server, which is what just failed. Nobody answering
+            # on the local server's own URL is most likely that server, stopped.
+            down_local = self._is_local or (self._is_local is None and self.url == config.local_url())
+            hint = "start it with: kamiwaza server start" if down_local else "check the URL with: kamiwaza config show"
             if "timed out" in str(exc).lower() or "Timeout" in str(exc):
                 return PlatformUnreachable(
                     f"the platform at {self.url} stopped answering (no reply in {self.timeout:g} s)",
@@ -429,6 +467,17 @@ def _runtime_origin(base_url: str) -> str:
     if path.endswith("/api"):
         path = path[:-4]
     return urlunparse((scheme, parsed.netloc, path, "", "", "")).rstrip("/")
+
+
+def _access_token(pat: Any) -> AccessToken:
+    return AccessToken(
+        jti=str(pat.jti),
+        name=_opt_str(pat.name),
+        owner=str(pat.owner_id),
+        created_at=pat.created_at.isoformat(),
+        expires_at=int(pat.exp) if pat.exp is not None else None,
+        revoked=bool(pat.revoked),
+    )
 
 
 def _opt_str(value: Any) -> str | None:

@@ -431,12 +431,7 @@ class Supervisor:
             )
 
     def _projector(self, model_id: str) -> Path | None:
-        """A vision model's downloaded projector (mmproj) file, which the engine needs beside the weights."""
-        for f in self.store.list_files(model_id):
-            path = Path(f["storage_location"] or "")
-            if is_projector(f["name"]) and not f["is_downloading"] and path.is_file():
-                return path
-        return None
+        return find_projector(self.store, model_id)
 
     def _poll_starting(self) -> None:
         with self._lock:
@@ -564,3 +559,11 @@ def _kill_orphan(pid: int, engine_port: int | None) -> None:
 class MissingModelFile(Exception):
     """The deployment's weights are gone from disk."""
 
+
+def find_projector(store: Store, model_id: str) -> Path | None:
+    """A vision model's downloaded projector (mmproj) file, which the engine needs beside the weights."""
+    for f in store.list_files(model_id):
+        path = Path(f["storage_location"] or "")
+        if is_projector(f["name"]) and not f["is_downloading"] and path.is_file():
+            return path
+    return None

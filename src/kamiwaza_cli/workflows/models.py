@@ -257,7 +257,7 @@ def describe(platform: Platform, text: str) -> dict[str, Any]:
         files.append({"id": f.id, "name": f.name, "size": f.size, "sha256": f.checksum, "status": status})
     gguf_facts = []
     for v in every:  # one entry per quantization: its first part holds the model's header
-        if platform.is_local and v.first.ready and v.first.name.lower().endswith(".gguf"):
+        if v.first.ready and v.first.name.lower().endswith(".gguf") and platform.is_local:  # is_local may ask: last
             gguf_facts.extend(_gguf_facts(v.first))
     ready_names = [f.name for f in full.files if f.ready]
     file_ids = {v.first.id for v in every}
