@@ -284,7 +284,13 @@ class FakePlatform:
         return self._record(deployment_id)
 
     def deploy(
-        self, model_id: str, *, port: int | None = None, parallel: int | None = None, force_cpu: bool = False
+        self,
+        model_id: str,
+        *,
+        port: int | None = None,
+        parallel: int | None = None,
+        force_cpu: bool = False,
+        context: int | None = None,
     ) -> str:
         self.calls.append("deploy")
         model = self._models[model_id]
@@ -296,6 +302,7 @@ class FakePlatform:
             "polls": 0,
             "port": port,
             "slots": parallel or 4,
+            "context_per_slot": context or 4096,
             "force_cpu": force_cpu,
         }
         self._logs[dep_id] = ["loading model", "server listening"]

@@ -68,8 +68,16 @@ def test_slots_and_context_follow_the_deployment_and_config_within_the_trained_l
     argv, _, facts = _launch(model, {"n_ctx": 8192, "n_threads": 3}, slots=2)
     assert _value(argv, "--parallel") == "2" and _value(argv, "--ctx-size") == "16384"
     assert facts == {"slots": 2, "context_per_slot": 8192, "threads": 3, "embeddings": False}
-    argv, _, _ = _launch(model, {"n_ctx": 10**6})
-    assert _value(argv, "--ctx-size") == str(4 * 32768)  # never above what the model was trained for
+    # The deployment's context (chosen at admission, or --ctx) wins over the config's.
+    argv, _, facts = _launch(model, {"n_ctx": 8192}, context=1024)
+    assert _value(argv, "--ctx-size") == str(4 * 1024) and facts["context_per_slot"] == 1024
+    # Never above what the model was trained for, never too small: refused with the bounds, not capped.
+    with pytest.raises(EngineUnavailable, match="1000000 tokens is more than the 32768 .*--ctx 32768"):
+        _launch(model, {"n_ctx": 10**6})
+    with pytest.raises(EngineUnavailable, match="40000 tokens is more than the 32768"):
+        _launch(model, context=40000)
+    with pytest.raises(EngineUnavailable, match="100 tokens is too small: ask for at least 512"):
+        _launch(model, {"max_model_len": 100})
     argv, _, _ = _launch(model, {"max_concurrent_requests": 6})
     assert _value(argv, "--parallel") == "6"
 

@@ -16,7 +16,7 @@ from .. import workflows
 from ..errors import EXIT_INTERRUPTED, KamiwazaError, UsageError
 from . import completion, output
 from .models import _connect
-from .serving import run_serve
+from .serving import context_option, run_serve
 
 
 @click.command()
@@ -34,6 +34,7 @@ from .serving import run_serve
     help="Resume a conversation saved with /save.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One-shot: print one JSON object (reply, tokens, timings).")
+@context_option
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -46,6 +47,7 @@ def run(
     verbose: bool,
     load_file: Path | None,
     as_json: bool,
+    context: int | None,
 ) -> None:
     """Chat with MODEL (pulling and serving it first if needed), or answer PROMPT once.
 
@@ -78,7 +80,7 @@ def run(
             raise UsageError(str(exc), hint="save one from the chat with: /save FILE") from exc
 
     platform = _connect(ctx)
-    deployed = run_serve(platform, model)
+    deployed = run_serve(platform, model, context=context)
 
     def client_for(dep: workflows.Deployed) -> object:
         return platform.openai_client(dep.deployment)
@@ -131,7 +133,14 @@ def run(
     from ..chat.repl import Repl
 
     def reconnect() -> object:
-        return client_for(run_serve(platform, model))
+        return client_for(run_serve(platform, model, context=context))
+
+    def set_context(tokens: int) -> object:
+        """/set num_ctx: a deployment with that context (made or reused); later redeploys keep it."""
+        nonlocal context
+        client = client_for(run_serve(platform, model, context=tokens))
+        context = tokens
+        return client
 
     history = settings.home() / "history" if settings.history_enabled() else None
-    ctx.exit(Repl(session, history_file=history, reconnect=reconnect).run())
+    ctx.exit(Repl(session, history_file=history, reconnect=reconnect, set_context=set_context).run())

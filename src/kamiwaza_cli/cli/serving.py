@@ -34,6 +34,7 @@ def run_serve(
     port: int | None = None,
     parallel: int | None = None,
     force_cpu: bool = False,
+    context: int | None = None,
 ) -> workflows.Deployed:
     """Render ``workflows.serve`` (shared with ``run``): pull bars, a status spinner, the endpoint."""
     view = PullView()
@@ -42,7 +43,13 @@ def run_serve(
     deployed = None
     try:
         events = workflows.serve(
-            platform, model, pull_if_needed=pull_if_needed, port=port, parallel=parallel, force_cpu=force_cpu
+            platform,
+            model,
+            pull_if_needed=pull_if_needed,
+            port=port,
+            parallel=parallel,
+            force_cpu=force_cpu,
+            context=context,
         )
         for event in events:
             if isinstance(event, workflows.PullStarted):
@@ -76,6 +83,19 @@ def run_serve(
         output.info("✨ Deployment ready!")
     output.info(f"✨ Model deployed at: {deployed.endpoint}")
     return deployed
+
+
+# The smallest context the engine takes (llama.cpp's MIN_CONTEXT on the local server): refused here
+# at once, before anything is pulled or deployed; the upper bound (the model's trained length) only
+# the platform knows, and it refuses a larger one with a 400, which exits 2 as well.
+MIN_CONTEXT = 512
+context_option = click.option(
+    "--ctx",
+    "context",
+    type=click.IntRange(min=MIN_CONTEXT),
+    help="Context per request, in tokens (default: what fits in memory, up to 8192; "
+    "never above what the model was trained for).",
+)
 
 
 def _deployment_row(d: workflows.Deployment) -> dict[str, Any]:
@@ -133,6 +153,7 @@ def _uptime(seconds: int | None) -> str:
     help="Requests served at once, each with the full context (default: 4 on the local server).",
 )
 @click.option("--cpu", "force_cpu", is_flag=True, help="Run on the CPU even where a GPU is available.")
+@context_option
 @click.option("--no-pull", is_flag=True, help="Fail instead of pulling a model that is not downloaded.")
 @json_option
 @click.pass_context
@@ -142,6 +163,7 @@ def serve(
     port: int | None,
     parallel: int | None,
     force_cpu: bool,
+    context: int | None,
     no_pull: bool,
     as_json: bool,
 ) -> None:
@@ -152,7 +174,13 @@ def serve(
     platform = _connect(ctx)
     try:
         deployed = run_serve(
-            platform, model, pull_if_needed=not no_pull, port=port, parallel=parallel, force_cpu=force_cpu
+            platform,
+            model,
+            pull_if_needed=not no_pull,
+            port=port,
+            parallel=parallel,
+            force_cpu=force_cpu,
+            context=context,
         )
     except KeyboardInterrupt:
         output.info("\nStill deploying in the platform; see it with: kamiwaza ps")

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import urlparse, urlunparse
+from uuid import UUID
 
 from .. import config, sdkimport, statuses
 from ..errors import AuthError, DownloadFailed, KamiwazaError, NotFound, PlatformUnreachable, UsageError
@@ -42,6 +43,8 @@ from .records import (
 T = TypeVar("T")
 
 CONNECT_TIMEOUT = 10.0
+# The model config field that sets the context per slot (the local server also reads max_model_len).
+CONTEXT_FIELD = "n_ctx"
 
 
 class SdkPlatform:
@@ -269,9 +272,13 @@ class SdkPlatform:
         port: int | None = None,
         parallel: int | None = None,
         force_cpu: bool = False,
+        context: int | None = None,
     ) -> str:
-        """Ask for a deployment of a model with its default config; its id (it starts in the background)."""
+        """Ask for a deployment of a model with its default config (or, with ``context``, a config
+        asking for that many tokens per slot); its id (it starts in the background)."""
         kwargs: dict[str, Any] = {"model_id": model_id, "wait": False}
+        if context:
+            kwargs["m_config_id"] = self._context_config(model_id, context)
         if port:
             kwargs["lb_port"] = port
         if parallel:
@@ -285,6 +292,24 @@ class SdkPlatform:
         if dep_id is False or dep_id is None:
             raise DeployRefused("the platform refused the deployment")
         return str(dep_id)
+
+    def _context_config(self, model_id: str, context: int) -> str:
+        """The id of a model config that is the default one with ``n_ctx`` set to ``context``, made
+        once and reused: the platform's deploy request carries engine settings only in a model
+        config (``CreateModelDeployment`` has no such field, and the SDK drops unknown ones)."""
+        from kamiwaza_sdk.schemas.models.model import CreateModelConfig
+
+        configs = self.model_configs(model_id)
+        base = next((c for c in configs if c.default), configs[0] if configs else None)
+        wanted = {**(base.config if base else {}), CONTEXT_FIELD: context}
+        for c in configs:
+            if not c.default and c.config == wanted:
+                return c.id
+        made = self._call(
+            self._sdk.models.create_model_config,
+            CreateModelConfig(m_id=UUID(model_id), name=f"context {context}", default=False, config=wanted),
+        )
+        return str(made.id)
 
     def stop(self, deployment_id: str) -> None:
         self._call(self._sdk.serving.stop_deployment, deployment_id=deployment_id)

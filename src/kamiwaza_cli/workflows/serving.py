@@ -71,6 +71,7 @@ def serve(
     port: int | None = None,
     parallel: int | None = None,
     force_cpu: bool = False,
+    context: int | None = None,
     timeout: float = 600.0,
 ) -> Iterator[Any]:
     """Pull if needed, reuse a running deployment (one that matches what was asked) or deploy,
@@ -103,6 +104,8 @@ def serve(
             continue
         if force_cpu and not d.force_cpu:
             continue
+        if context and d.context_per_slot != context:
+            continue
         if d.status == statuses.DEPLOYED and d.endpoint:
             yield Deployed(name, d, d.endpoint, reused=True)
             return
@@ -110,7 +113,7 @@ def serve(
         return
 
     try:
-        dep_id = platform.deploy(model.id, port=port, parallel=parallel, force_cpu=force_cpu)
+        dep_id = platform.deploy(model.id, port=port, parallel=parallel, force_cpu=force_cpu, context=context)
     except DeployRefused as exc:
         raise KamiwazaError(f"cannot deploy {name}: {exc.message}") from exc
     yield from _wait_deployed(platform, name, dep_id, timeout, reused=False)

@@ -25,6 +25,7 @@ class Deployment:
     port: int  # the engine's private loopback port
     api_key: str  # the engine's own key, known only to the server
     slots: int | None = None  # the platform's max_concurrent_requests
+    context: int | None = None  # tokens per slot, chosen at admission; None: the config's or the engine's default
     force_cpu: bool = False
     projector: Path | None = None  # a vision model's mmproj file
 

@@ -4,9 +4,12 @@ RamaLama run, with parallel slots and continuous batching.
 ``launch`` turns a model file and a deployment's settings into one ``llama-server`` argv:
 - threads: the machine's physical cores (``n_threads`` in the model config overrides);
 - slots: ``max_concurrent_requests`` of the deployment (default 4), each with the whole
-  per-slot context (``n_ctx``, default 4096, never above the model's trained length), so
-  four users get four streams at once instead of a queue; ``plan`` decides both, before a
-  deploy is admitted (the memory check) and at launch, so the two never differ;
+  per-slot context, so four users get four streams at once instead of a queue;
+- context per slot: the deployment's (chosen when it was admitted, supervisor.py), else ``n_ctx``
+  (or ``max_model_len``) of the model config; one asked above the model's trained length
+  (``<arch>.context_length``) or below ``MIN_CONTEXT`` is refused, as vLLM refuses a
+  ``max_model_len`` it cannot serve; ``plan`` decides slots and context before a deploy is admitted
+  (the memory check) and at launch, so the two never differ;
 - the host prompt cache (``--cache-ram``): as large as the KV cache (server/memory.py), not
   llama-server's 8 GiB default, so an engine stays within what its deploy was admitted for;
 - chat template: the GGUF's own Jinja template; for a GGUF without one, llama.cpp's built-in
@@ -39,7 +42,10 @@ from .. import memory
 from . import Deployment, EngineUnavailable, LaunchSpec
 from .build import BINARY
 
-DEFAULT_CONTEXT = 4096
+DEFAULT_CONTEXT = 4096  # when the supervisor chose none (no memory figure to choose from)
+MAX_DEFAULT_CONTEXT = 8192  # the most a deployment gets without asking (ollama's default is less)
+# Fewer tokens than this leave no room for a template, a question and an answer.
+MIN_CONTEXT = 512
 DEFAULT_SLOTS = 4
 MAX_SLOTS = 64
 
@@ -123,20 +129,43 @@ def _int(config: Mapping[str, Any], *keys: str) -> int | None:
     return None
 
 
-def plan_context(config: Mapping[str, Any], trained: int | None) -> int:
-    wanted = _int(config, "n_ctx", "max_model_len") or DEFAULT_CONTEXT
-    if wanted < 0:
-        raise EngineUnavailable(f"model config field 'n_ctx' must be a positive number of tokens, not {wanted}")
-    return min(wanted, trained) if trained else wanted
+def requested_context(config: Mapping[str, Any]) -> int | None:
+    """The context per slot the model config asks for (``n_ctx``, else ``max_model_len``), if any."""
+    return _int(config, "n_ctx", "max_model_len")
 
 
-def plan(config: Mapping[str, Any], slots: int | None, info: GGUFInfo | None) -> tuple[int, int]:
+def check_context(tokens: int, trained: int | None) -> int:
+    """``tokens`` when the engine can give it; EngineUnavailable, with the bounds, when not."""
+    if tokens < MIN_CONTEXT:
+        raise EngineUnavailable(
+            f"a context (n_ctx) of {tokens} tokens is too small: ask for at least {MIN_CONTEXT} (--ctx {MIN_CONTEXT})"
+        )
+    if trained and tokens > trained:
+        raise EngineUnavailable(
+            f"a context (n_ctx) of {tokens} tokens is more than the {trained} this model was trained for: "
+            f"ask for at most {trained} (--ctx {trained})"
+        )
+    return tokens
+
+
+def plan_context(config: Mapping[str, Any], trained: int | None, context: int | None = None) -> int:
+    """The deployment's ``context`` when it has one, else the config's, else the default (capped at
+    the trained length); an asked-for context outside the engine's bounds is refused."""
+    wanted = context or requested_context(config)
+    if wanted is None:
+        return min(DEFAULT_CONTEXT, trained) if trained else DEFAULT_CONTEXT
+    return check_context(wanted, trained)
+
+
+def plan(
+    config: Mapping[str, Any], slots: int | None, info: GGUFInfo | None, context: int | None = None
+) -> tuple[int, int]:
     """(slots, context per slot) of a deployment: the deployment's slots, else the config's, else 4;
-    the config's context capped at the model's trained length."""
+    the deployment's context, else the config's, within the model's trained length."""
     slots = slots or _int(config, "max_concurrent_requests", "n_parallel") or DEFAULT_SLOTS
     if not 1 <= slots <= MAX_SLOTS:
         raise EngineUnavailable(f"max_concurrent_requests must be between 1 and {MAX_SLOTS}, not {slots}")
-    return slots, plan_context(config, info.context_length if info else None)
+    return slots, plan_context(config, info.context_length if info else None, context)
 
 
 def read_info(model_file: Path) -> GGUFInfo | None:
@@ -169,7 +198,7 @@ class LlamaCpp:
             self.check_installed()
         assert binary is not None
         info = read_info(model_file)
-        slots, per_slot = plan(config, deployment.slots, info)
+        slots, per_slot = plan(config, deployment.slots, info, deployment.context)
         threads = _int(config, "n_threads") or portable.physical_cores()
         alias = str(config.get("model_alias") or model_file.stem)
         argv = [
@@ -200,9 +229,7 @@ class LlamaCpp:
             argv += ["--mmproj", str(deployment.projector)]
         argv += self._gpu_args(binary, config, deployment.force_cpu)
         facts = {"slots": slots, "context_per_slot": per_slot, "threads": threads, "embeddings": embeddings}
-        return LaunchSpec(
-            argv=argv, health_path="/health", env={"LLAMA_API_KEY": deployment.api_key}, facts=facts
-        )
+        return LaunchSpec(argv=argv, health_path="/health", env={"LLAMA_API_KEY": deployment.api_key}, facts=facts)
 
     @staticmethod
     def _template_args(config: Mapping[str, Any], info: GGUFInfo | None) -> list[str]:
