@@ -5,8 +5,11 @@ One long-lived supervisor thread owns every engine process: it spawns them (so
 is ``kill -9``ed), polls the starting ones until their health route answers (failing
 fast when a process exits, and after a stall with no log output), and notices an
 engine that dies later. A deployment moves REQUESTED -> DEPLOYING -> INITIALIZING ->
-DEPLOYED, or to FAILED with ``last_error_code`` and the engine's last log lines; a spawn
-that fails before a process exists is FAILED at once, with the reason.
+DEPLOYED, or to FAILED with ``last_error_code`` and ``last_error_message``: for an engine that
+exits while starting, the cause the engine reads from its log (unsupported architecture, missing
+split part, corrupt file, out of memory: ``Engine.classify_failure``), `` → `` and what to do about
+it, then `` | `` and its last log lines; a spawn that fails before a process exists is FAILED at
+once, with the reason.
 Stopping is terminate-then-kill. On start, deployments the catalog still marks as
 active are restored: a surviving orphan process is killed first, then re-spawned.
 
@@ -62,6 +65,11 @@ log = logging.getLogger("kamiwaza.server.supervisor")
 STALL_TIMEOUT = 120.0  # no health and no new log output for this long: STARTUP_TIMEOUT
 STOP_GRACE = 5.0
 TAIL_LINES = 12
+# llama.cpp prints a few lines more after the one that says why it failed (the cause is ~8 from the end).
+CLASSIFY_LINES = 40
+# In ``last_error_message``: "<cause> → <next step> | <log line> | ...": the CLI shows the first part
+# as its error line and hint, and the log lines only when there is no next step.
+NEXT_STEP = "→"
 
 DEFAULT_MAX_ENGINES = 4
 MAX_ENGINES_ENV = "KAMIWAZA_MAX_ENGINES"
@@ -98,12 +106,13 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
+def tail(path: Path, lines: int = TAIL_LINES, since: int = 0) -> list[str]:
+    """The last non-blank ``lines`` of a log (of its last 64 KiB), from byte ``since`` on."""
     try:
         with path.open("rb") as fh:
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
-            fh.seek(max(0, size - 64 * 1024))
+            fh.seek(max(since, size - 64 * 1024))
             text = fh.read().decode("utf-8", errors="replace")
     except OSError:
         return []
@@ -210,6 +219,8 @@ class Starting:
     log_path: Path
     last_log_size: int = 0
     last_progress: float = 0.0
+    log_start: int = 0  # where this start's output begins in the log (earlier starts are above it)
+    model: str = ""
 
 
 class Supervisor:
@@ -494,6 +505,8 @@ class Supervisor:
                 log_path,
                 log_path.stat().st_size,
                 time.monotonic(),
+                log_start=log_path.stat().st_size,
+                model=str(dep["m_name"] or ""),
             )
 
     def _projector(self, model_id: str) -> Path | None:
@@ -512,11 +525,13 @@ class Supervisor:
             if code is not None:
                 with self._lock:
                     self._starting.pop(dep_id, None)
-                lines = tail(s.log_path)
+                lines = tail(s.log_path, CLASSIFY_LINES, since=s.log_start)
+                failure = s.engine.classify_failure(lines, s.model)
                 self._fail(
                     dep_id,
-                    s.engine.classify_failure(lines),
-                    f"the engine exited with code {code} while starting: " + " | ".join(lines[-5:]),
+                    failure.code,
+                    f"{failure.cause} {NEXT_STEP} {failure.next_step} | "
+                    f"the engine exited with code {code} while starting | " + " | ".join(lines[-5:]),
                 )
                 continue
             if _healthy(s.health_url):

@@ -136,13 +136,17 @@ def _wait_deployed(platform: Platform, name: str, dep_id: str, timeout: float, *
         if status in FAILED_STATUSES or status == statuses.STOPPED:
             code = d.error_code or status
             message = d.error_message or "the deployment failed"
+            # "<cause> → <next step> | <log lines>" (the local server's form); else the log says more.
+            cause, _, next_step = message.split(" | ")[0].partition(" → ")
+            if next_step:
+                raise DeploymentFailed(f"{name} failed to deploy ({code}): {cause.strip()}", hint=next_step.strip())
             hint = (
                 f"pull it again with: kamiwaza pull {name}"
                 if code == statuses.MUST_REDOWNLOAD
                 else f"see the engine log with: kamiwaza logs {dep_id[:8]}"
             )
             raise DeploymentFailed(
-                f"{name} failed to deploy ({code}): {message.split(' | ')[0]}",
+                f"{name} failed to deploy ({code}): {cause}",
                 hint=hint,
                 log_lines=logs(platform, dep_id)[-10:],
             )

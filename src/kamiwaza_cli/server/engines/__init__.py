@@ -38,6 +38,16 @@ class LaunchSpec:
     facts: dict[str, Any] = field(default_factory=dict)  # what the engine was given: slots, context, threads
 
 
+@dataclass(frozen=True)
+class Failure:
+    """Why an engine failed, read from its log: the platform's error code, the cause in one line
+    (the engine's own words where they say it), and what the user can do about it."""
+
+    code: str  # MODEL_LOADING_FAILURE, OOM, CUDA_ERROR, INVALID_CONFIG or CONTAINER_EXITED
+    cause: str
+    next_step: str
+
+
 class Engine(Protocol):
     name: str
 
@@ -47,7 +57,7 @@ class Engine(Protocol):
 
     def launch(self, model_file: Path, config: Mapping[str, Any], deployment: Deployment) -> LaunchSpec: ...
 
-    def classify_failure(self, log_tail: list[str]) -> str: ...
+    def classify_failure(self, log_tail: list[str], model: str) -> Failure: ...
 
 
 # Files that ride along with weights (configs, tokenizers, cards) and say nothing about the engine.

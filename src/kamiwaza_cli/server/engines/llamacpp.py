@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,7 +40,7 @@ from typing import Any
 from ... import portable
 from ...gguf import GGUFError, GGUFInfo, read_gguf
 from .. import memory
-from . import Deployment, EngineUnavailable, LaunchSpec
+from . import Deployment, EngineUnavailable, Failure, LaunchSpec
 from .build import BINARY
 
 DEFAULT_CONTEXT = 4096  # when the supervisor chose none (no memory figure to choose from)
@@ -255,25 +256,95 @@ class LlamaCpp:
         # llama.cpp's auto fit offloads every layer that fits in the devices' free memory.
         return ["--n-gpu-layers", str(config.get("n_gpu_layers") or "auto")]
 
-    def classify_failure(self, log_tail: list[str]) -> str:
-        text = "\n".join(log_tail).lower()
-        if "out of memory" in text or "failed to allocate" in text or "cannot allocate" in text or "bad_alloc" in text:
-            return "OOM"
-        if "cuda error" in text or "cudamalloc" in text:
-            return "CUDA_ERROR"
-        if any(
-            marker in text
-            for marker in (
-                "failed to load model",
-                "error loading model",
-                "unknown model architecture",
-                "gguf_init",
-                "failed to load split",
-                "invalid split",
-                "failed to read",
-            )
-        ):
-            return "MODEL_LOADING_FAILURE"
-        if "invalid argument" in text or "error while handling argument" in text or "unknown argument" in text:
-            return "INVALID_CONFIG"
-        return "CONTAINER_EXITED"
+    def classify_failure(self, log_tail: list[str], model: str) -> Failure:
+        return classify_failure(log_tail, model)
+
+
+# What llama.cpp prints when it cannot start, as of the pinned build (each pattern was seen with a
+# real bad file: tests/test_serving_errors.py). The first class whose pattern matches a line wins,
+# so the specific causes come before "failed to load model", which every loading error also prints.
+_ARCHITECTURE = re.compile(r"unknown model architecture: '([^']*)'")
+_SPLIT = re.compile(r"failed to (?:load GGUF split from|open GGUF file '?)\s*'?([^'\s()]+\.gguf)")
+_SPLIT_OLD = re.compile(r"failed to load split (\d+) of (\d+)")
+_ALLOCATE = re.compile(r"attempted to allocate ([\d.]+) MB|failed to allocate \w+ buffer of size (\d+)")
+_CORRUPT = (
+    "not within the file bounds",
+    "corrupted or incomplete",
+    "failed to read header",
+    "invalid magic",
+    "failed to read tensor",
+    "tensor data is not",
+)
+_OOM = ("out of memory", "insufficient memory", "failed to allocate", "cannot allocate", "bad_alloc")  # mmap: ENOMEM
+_CONFIG = ("invalid argument", "error while handling argument", "unknown argument")
+_LOAD_ERROR = re.compile(r"error loading model: (.+)$")
+
+
+def classify_failure(log_tail: list[str], model: str) -> Failure:
+    """The cause of a failed start, from the engine's last log lines, and the next step for it."""
+    text = "\n".join(log_tail)
+    lower = text.lower()
+    log_step = f"see the whole engine log with: kamiwaza logs {model}"
+    if m := _ARCHITECTURE.search(text):
+        return Failure(
+            "MODEL_LOADING_FAILURE",
+            f"this llama.cpp does not support the model architecture '{m[1]}'",
+            f"use a GGUF of an architecture llama.cpp supports (kamiwaza show {model} gives this one's), "
+            "or point KAMIWAZA_LLAMA_SERVER at a newer llama-server",
+        )
+    if m := _SPLIT.search(text):
+        return Failure(
+            "MODEL_LOADING_FAILURE",
+            f"a part of the split model is missing: {Path(m[1]).name}",
+            f"pull the model again to fetch every part: kamiwaza rm {model}, then kamiwaza pull it",
+        )
+    if m := _SPLIT_OLD.search(text):
+        return Failure(
+            "MODEL_LOADING_FAILURE",
+            f"part {m[1]} of the {m[2]} parts of the split model could not be loaded",
+            f"pull the model again to fetch every part: kamiwaza rm {model}, then kamiwaza pull it",
+        )
+    if any(marker in lower for marker in _CORRUPT):
+        return Failure(
+            "MODEL_LOADING_FAILURE",
+            f"the model file is corrupt or incomplete ({_quote(log_tail, _CORRUPT)})",
+            f"remove it and download it again: kamiwaza rm {model}, then kamiwaza pull it",
+        )
+    if "cuda error" in lower and "out of memory" not in lower or "cudamalloc" in lower:
+        return Failure("CUDA_ERROR", f"the GPU failed: {_quote(log_tail, ('cuda',))}", "run on the CPU: --cpu")
+    if any(marker in lower for marker in _OOM):
+        what = "its buffers"
+        if m := _ALLOCATE.search(text):
+            what = f"{float(m[1]):.0f} MiB" if m[1] else f"{int(m[2]) // memory.MIB} MiB"
+        elif "mmap failed" in lower:
+            what = "the model's weights (mmap)"
+        return Failure(
+            "OOM",
+            f"the engine ran out of memory: it could not allocate {what}",
+            "use a smaller context (--ctx 2048) or fewer slots (--parallel 1), or stop another "
+            "deployment (kamiwaza ps, then kamiwaza stop NAME)",
+        )
+    if any(marker in lower for marker in _CONFIG):
+        return Failure("INVALID_CONFIG", f"the engine refused its settings: {_quote(log_tail, _CONFIG)}", log_step)
+    for line in reversed(log_tail):
+        if m := _LOAD_ERROR.search(line):
+            return Failure("MODEL_LOADING_FAILURE", f"llama.cpp could not load the model: {m[1].strip()}", log_step)
+    if "failed to load model" in lower or "model loading error" in lower or "gguf_init" in lower:
+        return Failure("MODEL_LOADING_FAILURE", "llama.cpp could not load the model", log_step)
+    last = next((ln for ln in reversed(log_tail) if ln.strip()), "")
+    return Failure(
+        "CONTAINER_EXITED", f"the engine stopped: {_strip(last)}" if last else "the engine stopped", log_step
+    )
+
+
+def _strip(line: str) -> str:
+    """A log line without llama.cpp's timestamp and level prefix (``0.00.006.7 E ``)."""
+    return re.sub(r"^\s*\d+\.\d+\.\d+\.\d+\s+[A-Z]\s+", "", line).strip()
+
+
+def _quote(log_tail: list[str], markers: tuple[str, ...]) -> str:
+    """The first log line with one of ``markers``, without its prefix, for the cause line."""
+    for line in log_tail:
+        if any(marker in line.lower() for marker in markers):
+            return _strip(line)
+    return ""
