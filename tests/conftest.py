@@ -250,6 +250,10 @@ class Watched:
                     raise AssertionError(f"{text!r} never came on stderr: {''.join(self._err)}")
                 self._seen.wait(left)
 
+    def stdout_so_far(self) -> str:
+        with self._seen:
+            return "".join(self._out)
+
     def communicate(self, timeout: float) -> tuple[str, str]:
         self.proc.wait(timeout)
         for t in self._readers:

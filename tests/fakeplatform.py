@@ -312,7 +312,7 @@ class FakePlatform:
         self.calls.append("stop")
         self._deps[deployment_id]["status"] = "STOPPED"
 
-    def logs(self, deployment_id: str) -> Logs:
+    def logs(self, deployment_id: str, *, lines: int | None = None, since: int | None = None) -> Logs:
         self.calls.append("logs")
         if deployment_id not in self._logs:
             raise NotFound(f"deployment {deployment_id} not found")

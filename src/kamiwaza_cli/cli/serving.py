@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from .. import statuses, workflows
-from ..errors import EXIT_INTERRUPTED
+from ..errors import EXIT_INTERRUPTED, PlatformUnreachable
 from . import completion, output
 from .models import PullView, _connect, json_option
 
@@ -265,21 +265,60 @@ def logs(ctx: click.Context, target: str, follow: bool, lines: int) -> None:
     if not found:
         raise workflows.NotFound(f"no deployment of {target!r}", hint="see deployments with: kamiwaza ps --all")
     dep = found[-1]
-    shown, seen, active = workflows.log_snapshot(platform, dep.id)
-    for line in shown[-lines:]:
-        output.line(line)  # an engine echoes what it was sent: escape sequences stay visible text
-    sys.stdout.flush()
+    page = workflows.log_page(platform, dep.id, lines=min(lines, LOG_PAGE))
+    _print_lines(page.lines[-lines:])
+    if not follow:
+        return
     try:
-        while follow:
-            time.sleep(1.0)
-            current, total, active = workflows.log_snapshot(platform, dep.id)
-            new = total - seen
-            if new > 0:
-                for line in current[-new:]:
-                    output.line(line)
-                sys.stdout.flush()
-                seen = total
-            elif not active:
-                break
+        if page.next_offset is not None:
+            _follow_by_offset(platform, dep.id, page.next_offset)
+        else:
+            _follow_by_count(platform, dep.id, page.total)
     except KeyboardInterrupt:
         return
+
+
+LOG_PAGE = 10000  # the most lines one request returns (the local server's limit)
+LOG_POLL = 1.0
+
+
+def _print_lines(lines: Any) -> None:
+    for line in lines:
+        output.line(line)  # an engine echoes what it was sent: escape sequences stay visible text
+    sys.stdout.flush()
+
+
+def _follow_by_offset(platform: workflows.Platform, dep_id: str, offset: int) -> None:
+    """Follow from a log position (the local server): nothing is missed or shown twice when the log
+    rotates, the engine restarts, or the server restarts meanwhile (then it waits for it, as tail -F)."""
+    waiting = False
+    while True:
+        try:
+            page = workflows.log_page(platform, dep_id, since=offset, lines=LOG_PAGE)
+        except PlatformUnreachable:
+            if not waiting:
+                output.info("… the platform is not answering; waiting for it (Ctrl+C to stop)")
+                waiting = True
+            time.sleep(LOG_POLL)
+            continue
+        waiting = False
+        _print_lines(page.lines)
+        offset = page.next_offset if page.next_offset is not None else offset
+        if len(page.lines) >= LOG_PAGE:
+            continue  # more is waiting: no pause
+        if not page.active and not page.lines and not workflows.still_starting(platform, dep_id):
+            return
+        time.sleep(LOG_POLL)
+
+
+def _follow_by_count(platform: workflows.Platform, dep_id: str, seen: int) -> None:
+    """Follow by the count of lines the platform has seen (a platform that gives no position)."""
+    while True:
+        time.sleep(LOG_POLL)
+        page = workflows.log_page(platform, dep_id)
+        new = page.total - seen
+        if new > 0:
+            _print_lines(page.lines[-new:])
+            seen = page.total
+        elif not page.active:
+            return

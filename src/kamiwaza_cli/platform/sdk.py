@@ -314,9 +314,20 @@ class SdkPlatform:
     def stop(self, deployment_id: str) -> None:
         self._call(self._sdk.serving.stop_deployment, deployment_id=deployment_id)
 
-    def logs(self, deployment_id: str) -> Logs:
-        r = self._call(self._sdk.serving.get_deployment_logs, deployment_id)
-        return Logs(tuple(str(x) for x in r.logs), int(r.total_lines_seen), bool(r.capture_active))
+    def logs(self, deployment_id: str, *, lines: int | None = None, since: int | None = None) -> Logs:
+        """The SDK's ``get_deployment_logs`` route, read raw: its schema drops ``next_offset``, and its
+        call cannot pass ``lines`` or ``since`` (a platform that does not know them ignores them)."""
+        params = {k: v for k, v in (("lines", lines), ("since", since)) if v is not None}
+        r = self._raw("GET", f"/serving/deployment/{deployment_id}/logs", params=params or None)
+        if not isinstance(r, dict):
+            raise KamiwazaError(f"the platform answered the logs of {deployment_id[:8]} with no log")
+        offset = r.get("next_offset")
+        return Logs(
+            tuple(str(x) for x in r.get("logs") or ()),
+            int(r.get("total_lines_seen") or 0),
+            bool(r.get("capture_active")),
+            offset if isinstance(offset, int) and not isinstance(offset, bool) else None,
+        )
 
     def openai_client(self, deployment: Deployment) -> Any:
         """An OpenAI client for a serving deployment, built by the SDK for the endpoint already known

@@ -55,7 +55,7 @@ from typing import Any
 from .. import portable
 from ..gguf import GGUFInfo
 from ..statuses import ACTIVE, DEPLOYED, DEPLOYING, FAILED, INITIALIZING, MUST_REDOWNLOAD, REQUESTED, STOPPED
-from . import engines, memory
+from . import enginelog, engines, memory
 from .engines import llamacpp
 from .ports import DeploymentPorts
 from .store import Store, new_id, now
@@ -64,6 +64,7 @@ log = logging.getLogger("kamiwaza.server.supervisor")
 
 STALL_TIMEOUT = 120.0  # no health and no new log output for this long: STARTUP_TIMEOUT
 STOP_GRACE = 5.0
+LOG_CHECK_INTERVAL = 1.0  # how often engine logs are checked for rotation (enginelog.py)
 TAIL_LINES = 12
 # llama.cpp prints a few lines more after the one that says why it failed (the cause is ~8 from the end).
 CLASSIFY_LINES = 40
@@ -112,6 +113,7 @@ def tail(path: Path, lines: int = TAIL_LINES, since: int = 0) -> list[str]:
         with path.open("rb") as fh:
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
+            since = since if since <= size else 0  # cut by a rotation since: what is there is this start's
             fh.seek(max(since, size - 64 * 1024))
             text = fh.read().decode("utf-8", errors="replace")
     except OSError:
@@ -241,6 +243,8 @@ class Supervisor:
         self._admission = threading.Lock()
         self._admitted: dict[str, Admitted] = {}
         self._stopping = threading.Event()
+        self.log_limit = enginelog.rotate_bytes()
+        self._logs_checked = 0.0
         self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
 
     # Public API
@@ -426,6 +430,18 @@ class Supervisor:
                 self._spawn(dep_id)
             self._poll_starting()
             self._poll_running()
+            if time.monotonic() - self._logs_checked >= LOG_CHECK_INTERVAL:
+                self._logs_checked = time.monotonic()
+                self._rotate_logs()
+
+    def _rotate_logs(self) -> None:
+        with self._lock:
+            writing = list(self._starting) + list(self._running)
+        for dep_id in writing:
+            try:
+                enginelog.EngineLog(self.log_path(dep_id)).rotate_if_larger(self.log_limit)
+            except OSError as exc:  # a full disk must not stop the supervisor
+                log.warning("could not rotate the log of deployment %s: %s", dep_id, exc)
 
     def _spawn(self, dep_id: str) -> None:
         dep = self.store.get_deployment(dep_id)

@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import statuses
 from ..errors import KamiwazaError, NotFound
-from ..platform import Deployment, DeployRefused, Platform
+from ..platform import Deployment, DeployRefused, Logs, Platform
 from .models import find_model, list_models
 from .pulling import AlreadyDownloaded, PullDone, pull
 
@@ -182,6 +182,11 @@ def logs(platform: Platform, dep_id: str) -> list[str]:
         return []
 
 
-def log_snapshot(platform: Platform, dep_id: str) -> tuple[list[str], int, bool]:
-    r = platform.logs(dep_id)
-    return list(r.lines), r.total, r.active
+def log_page(platform: Platform, dep_id: str, *, lines: int | None = None, since: int | None = None) -> Logs:
+    """The last ``lines`` lines of a deployment's engine log, or those from position ``since`` on."""
+    return platform.logs(dep_id, lines=lines, since=since)
+
+
+def still_starting(platform: Platform, dep_id: str) -> bool:
+    """A deployment that is not writing its log yet but will (queued or being restored)."""
+    return platform.deployment(dep_id).status in ACTIVE_STATUSES
