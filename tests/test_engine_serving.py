@@ -265,3 +265,26 @@ def test_serve_ctx_sets_the_context_per_slot_within_the_trained_length(server: L
             assert "Traceback" not in bad.stderr
     finally:
         server.cli("stop", dep["id"])
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_ps_on_a_terminal_fits_its_width_with_the_endpoint_whole_on_its_own_line(
+    server: LocalServer, four: dict, width: int
+) -> None:
+    import re
+    import sys
+
+    import pexpect
+
+    env = {**server.env, "KAMIWAZA_BASE_URL": server.url, "TERM": "xterm"}
+    child = pexpect.spawn(
+        sys.executable, ["-m", "kamiwaza_cli", "ps"], env=env, encoding="utf-8", timeout=60, dimensions=(40, width)
+    )
+    child.expect(pexpect.EOF)
+    child.close()
+    lines = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", str(child.before)).replace("\r", "").splitlines()
+    endpoint = f"http://127.0.0.1:{server.port}/runtime/models/{four['id']}/v1"
+    assert child.exitstatus == 0 and f"  {endpoint}" in lines, lines  # whole, on its own line
+    assert all(len(ln) <= width for ln in lines if ln != f"  {endpoint}"), lines
+    [row] = [ln for ln in lines if ln.split()[:2] == [MODEL, four["id"][:8]]]
+    assert "● RUNNING" in row and f"4×{four['context_per_slot']}" in row

@@ -220,6 +220,11 @@ def ps(ctx: click.Context, show_all: bool, as_json: bool) -> None:
             ]
             for r in rows
         ],
+        # Fits the terminal: the endpoint (a URL to copy whole) on its own line, then shorter
+        # model names, then fewer columns.
+        own_line="ENDPOINT",
+        shrink=("MODEL",),
+        drop=("ENGINE", "UPTIME"),
     )
 
 
