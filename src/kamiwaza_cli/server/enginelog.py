@@ -24,6 +24,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from .shared import env_whole_number
+
 log = logging.getLogger("kamiwaza.server.enginelog")
 
 ROTATE_ENV = "KAMIWAZA_ENGINE_LOG_BYTES"
@@ -38,15 +40,7 @@ _counted: dict[str, tuple[int, int]] = {}
 
 
 def rotate_bytes() -> int:
-    raw = os.environ.get(ROTATE_ENV, "").strip()
-    try:
-        value = int(raw) if raw else DEFAULT_ROTATE_BYTES
-    except ValueError:
-        value = 0
-    if value < CHUNK:
-        log.warning("%s=%r is not a size of at least %d bytes; using %d", ROTATE_ENV, raw, CHUNK, DEFAULT_ROTATE_BYTES)
-        return DEFAULT_ROTATE_BYTES
-    return value
+    return env_whole_number(ROTATE_ENV, DEFAULT_ROTATE_BYTES, CHUNK, log)
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ from ..statuses import ACTIVE, DEPLOYED, DEPLOYING, FAILED, INITIALIZING, MUST_R
 from . import enginelog, engines, memory
 from .engines import llamacpp
 from .ports import DeploymentPorts
+from .shared import env_whole_number
 from .store import Store, new_id, now
 
 log = logging.getLogger("kamiwaza.server.supervisor")
@@ -126,15 +127,7 @@ class AdmissionRefused(Exception):
 
 
 def max_engines() -> int:
-    raw = os.environ.get(MAX_ENGINES_ENV, "").strip()
-    try:
-        value = int(raw) if raw else DEFAULT_MAX_ENGINES
-    except ValueError:
-        value = 0
-    if value < 1:
-        log.warning("%s=%r is not a positive whole number; using %d", MAX_ENGINES_ENV, raw, DEFAULT_MAX_ENGINES)
-        return DEFAULT_MAX_ENGINES
-    return value
+    return env_whole_number(MAX_ENGINES_ENV, DEFAULT_MAX_ENGINES, 1, log)
 
 
 def memory_budget() -> int | None:
