@@ -94,6 +94,7 @@ def run(
             "deployment": deployed.deployment.id,
             "endpoint": deployed.endpoint,
             "engine": deployed.deployment.engine,
+            "context": f"{deployed.deployment.context_per_slot or '?'} tokens",
         },
     )
     if transcript is not None:
@@ -133,14 +134,22 @@ def run(
     from ..chat.repl import Repl
 
     def reconnect() -> object:
-        return client_for(run_serve(platform, model, context=context))
+        nonlocal deployed
+        deployed = run_serve(platform, model, context=context)
+        return client_for(deployed)
 
     def set_context(tokens: int) -> object:
-        """/set num_ctx: a deployment with that context (made or reused); later redeploys keep it."""
-        nonlocal context
-        client = client_for(run_serve(platform, model, context=tokens))
-        context = tokens
-        return client
+        """/set num_ctx: a deployment with that context (made or reused; later redeploys keep it), as
+        ollama reloads a model; one this chat started before is stopped (one it found running is not)."""
+        nonlocal context, deployed
+        new = run_serve(platform, model, context=tokens)
+        if not deployed.reused and deployed.deployment.id != new.deployment.id:
+            platform.stop(deployed.deployment.id)
+        deployed, context = new, tokens
+        session.info.update(
+            deployment=new.deployment.id, endpoint=new.endpoint, context=f"{new.deployment.context_per_slot} tokens"
+        )
+        return client_for(new)
 
     history = settings.home() / "history" if settings.history_enabled() else None
     ctx.exit(Repl(session, history_file=history, reconnect=reconnect, set_context=set_context).run())
