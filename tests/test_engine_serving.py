@@ -257,7 +257,7 @@ def test_serve_ctx_sets_the_context_per_slot_within_the_trained_length(server: L
         again = server.cli("serve", MODEL, "--ctx", "2048")
         assert again.exit_code == 0 and "Using existing deployment" in again.stderr
         configs = json.loads(server.cli("show", MODEL, "--json").stdout)["configs"]
-        assert [c["config"] for c in configs if not c["default"]] == [{"n_ctx": 2048}]  # made once, reused
+        assert [c["config"] for c in configs if "n_ctx" in c["config"]] == [{"n_ctx": 2048}]  # made once, reused
         for asked, words in (("40000", "more than the 32768"), ("100", "100 is not in the range")):
             bad = server.cli("serve", MODEL, "--ctx", asked)
             errors = [ln for ln in bad.stderr.splitlines() if ln.startswith("Error:")]
@@ -285,6 +285,6 @@ def test_ps_on_a_terminal_fits_its_width_with_the_endpoint_whole_on_its_own_line
     lines = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", str(child.before)).replace("\r", "").splitlines()
     endpoint = f"http://127.0.0.1:{server.port}/runtime/models/{four['id']}/v1"
     assert child.exitstatus == 0 and f"  {endpoint}" in lines, lines  # whole, on its own line
-    assert all(len(ln) <= width for ln in lines if ln != f"  {endpoint}"), lines
+    assert all(len(ln) <= width for ln in lines if not ln.startswith("  http://")), lines  # endpoints aside
     [row] = [ln for ln in lines if ln.split()[:2] == [MODEL, four["id"][:8]]]
     assert "● RUNNING" in row and f"4×{four['context_per_slot']}" in row

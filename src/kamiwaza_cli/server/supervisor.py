@@ -475,6 +475,9 @@ class Supervisor:
             with log_path.open("ab") as out:
                 out.write(f"--- {now()} starting {' '.join(spec.argv)}\n".encode())
                 out.flush()
+                # Taken before the engine runs: one that fails at once has written its cause by the
+                # time the catalog is updated below.
+                log_start = out.tell()
                 proc = subprocess.Popen(
                     spec.argv,
                     stdin=subprocess.DEVNULL,
@@ -514,7 +517,7 @@ class Supervisor:
                 log_path,
                 log_path.stat().st_size,
                 time.monotonic(),
-                log_start=log_path.stat().st_size,
+                log_start=log_start,
                 model=str(dep["m_name"] or ""),
             )
 
