@@ -263,6 +263,8 @@ def test_serve_ctx_sets_the_context_per_slot_within_the_trained_length(server: L
             errors = [ln for ln in bad.stderr.splitlines() if ln.startswith("Error:")]
             assert bad.exit_code == 2 and len(errors) == 1 and words in errors[0], bad.stderr
             assert "Traceback" not in bad.stderr
+        configs = json.loads(server.cli("show", MODEL, "--json").stdout)["configs"]
+        assert [c["config"] for c in configs if "n_ctx" in c["config"]] == [{"n_ctx": 2048}]  # none left by 40000
     finally:
         server.cli("stop", dep["id"])
 

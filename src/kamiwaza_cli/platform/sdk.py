@@ -277,8 +277,9 @@ class SdkPlatform:
         """Ask for a deployment of a model with its default config (or, with ``context``, a config
         asking for that many tokens per slot); its id (it starts in the background)."""
         kwargs: dict[str, Any] = {"model_id": model_id, "wait": False}
+        made = None
         if context:
-            kwargs["m_config_id"] = self._context_config(model_id, context)
+            kwargs["m_config_id"], made = self._context_config(model_id, context)
         if port:
             kwargs["lb_port"] = port
         if parallel:
@@ -287,16 +288,26 @@ class SdkPlatform:
             kwargs["force_cpu"] = True
         try:
             dep_id = self._call(self._sdk.serving.deploy_model, **kwargs)
+            if dep_id is False or dep_id is None:
+                raise DeployRefused("the platform refused the deployment")
         except ValueError as exc:  # the SDK's own checks (no config, bad ids)
+            self._forget_config(made)
             raise DeployRefused(str(exc)) from exc
-        if dep_id is False or dep_id is None:
-            raise DeployRefused("the platform refused the deployment")
+        except KamiwazaError:
+            self._forget_config(made)  # a context the platform refuses leaves no config behind
+            raise
         return str(dep_id)
 
-    def _context_config(self, model_id: str, context: int) -> str:
+    def _forget_config(self, config_id: str | None) -> None:
+        if config_id is not None:
+            with contextlib.suppress(KamiwazaError):
+                self._call(self._sdk.models.delete_model_config, config_id)
+
+    def _context_config(self, model_id: str, context: int) -> tuple[str, str | None]:
         """The id of a model config that is the default one with ``n_ctx`` set to ``context``, made
         once and reused: the platform's deploy request carries engine settings only in a model
-        config (``CreateModelDeployment`` has no such field, and the SDK drops unknown ones)."""
+        config (``CreateModelDeployment`` has no such field, and the SDK drops unknown ones); and
+        that id again when this call made it."""
         from kamiwaza_sdk.schemas.models.model import CreateModelConfig
 
         configs = self.model_configs(model_id)
@@ -304,12 +315,12 @@ class SdkPlatform:
         wanted = {**(base.config if base else {}), CONTEXT_FIELD: context}
         for c in configs:
             if not c.default and c.config == wanted:
-                return c.id
+                return c.id, None
         made = self._call(
             self._sdk.models.create_model_config,
             CreateModelConfig(m_id=UUID(model_id), name=f"context {context}", default=False, config=wanted),
         )
-        return str(made.id)
+        return str(made.id), str(made.id)
 
     def stop(self, deployment_id: str) -> None:
         self._call(self._sdk.serving.stop_deployment, deployment_id=deployment_id)
