@@ -49,9 +49,10 @@ from .serving import (
     DeployStatus,
     find_deployments,
     list_deployments,
-    log_snapshot,
+    log_page,
     logs,
     serve,
+    still_starting,
     stop,
     stop_deployments,
 )
@@ -92,7 +93,7 @@ __all__ = [
     "find_model",
     "list_deployments",
     "list_models",
-    "log_snapshot",
+    "log_page",
     "logs",
     "model_json",
     "pull",
@@ -100,6 +101,7 @@ __all__ = [
     "resolve_pull_ref",
     "serve",
     "stop",
+    "still_starting",
     "stop_deployments",
     "stored_token",
 ]
