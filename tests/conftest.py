@@ -51,6 +51,7 @@ _SCRUB = (
     "KAMIWAZA_MAX_CONNECTIONS",
     "KAMIWAZA_MAX_ENGINES",
     "KAMIWAZA_MEMORY_AVAILABLE_BYTES",
+    "KAMIWAZA_ENGINE_LOG_BYTES",
     "KAMIWAZA_DISK_RESERVE_BYTES",
     "HF_TOKEN",
     "NO_COLOR",
@@ -263,6 +264,10 @@ class Watched:
                 if (self._err and self._err[-1] == "") or left <= 0:
                     raise AssertionError(f"{text!r} never came on stderr: {''.join(self._err)}")
                 self._seen.wait(left)
+
+    def stdout_so_far(self) -> str:
+        with self._seen:
+            return "".join(self._out)
 
     def communicate(self, timeout: float) -> tuple[str, str]:
         self.proc.wait(timeout)

@@ -326,6 +326,7 @@ class FakePlatform:
         port: int | None = None,
         parallel: int | None = None,
         force_cpu: bool = False,
+        context: int | None = None,
     ) -> str:
         self.calls.append("deploy")
         model = self._models[model_id]
@@ -338,6 +339,7 @@ class FakePlatform:
             "polls": 0,
             "port": port,
             "slots": parallel or 4,
+            "context_per_slot": context or 4096,
             "force_cpu": force_cpu,
         }
         self._logs[dep_id] = ["loading model", "server listening"]
@@ -347,7 +349,7 @@ class FakePlatform:
         self.calls.append("stop")
         self._deps[deployment_id]["status"] = "STOPPED"
 
-    def logs(self, deployment_id: str) -> Logs:
+    def logs(self, deployment_id: str, *, lines: int | None = None, since: int | None = None) -> Logs:
         self.calls.append("logs")
         if deployment_id not in self._logs:
             raise NotFound(f"deployment {deployment_id} not found")

@@ -272,7 +272,7 @@ def test_a_message_the_engine_refuses_is_one_notice_and_the_chat_goes_on(
     the next turn; the chat says why in one notice and goes on (and /clear makes room)."""
     long = tmp_path / "long.json"
     history = [
-        {"role": "user", "content": "the sea is wide and blue. " * 1000},
+        {"role": "user", "content": "the sea is wide and blue. " * 2000},  # ~14k tokens: past the default 8192
         {"role": "assistant", "content": "Yes."},
     ]
     long.write_text(json.dumps({"version": 1, "model": MODEL, "system": "", "parameters": {}, "messages": history}))

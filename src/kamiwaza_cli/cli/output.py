@@ -45,6 +45,7 @@ class Environment:
     stdout_isatty: bool
     stderr_isatty: bool
     no_color: bool = False
+    width: int | None = None  # the terminal's columns; None: asked of the terminal (rich does)
 
     @classmethod
     def of_process(cls) -> Environment:
@@ -97,9 +98,28 @@ class Output:
         """Hand what stdout holds to the reader now (a followed log, a streamed answer)."""
         self.env.stdout.flush()
 
-    def table(self, columns: list[str], rows: list[list[str]]) -> None:
-        """A table on stdout: rich on a terminal, tab-free aligned plain text in pipes."""
+    def table(
+        self,
+        columns: list[str],
+        rows: list[list[str]],
+        *,
+        own_line: str | None = None,
+        shrink: tuple[str, ...] = (),
+        drop: tuple[str, ...] = (),
+    ) -> None:
+        """A table on stdout: rich on a terminal (fitted to its width by ``fit_table`` when told how),
+        tab-free aligned plain text of whole rows in pipes (scripts read those)."""
         rows = [[safe_text(v).replace("\t", "\\t") for v in r] for r in rows]  # a tab would break the columns
+        if self.env.stdout_isatty and (own_line or shrink or drop):
+            from rich.text import Text
+
+            console = self.out_console()
+            lines = fit_table(columns, rows, console.width, own_line=own_line, shrink=shrink, drop=drop)
+            for i, text in enumerate(lines):
+                # Text, not markup: cells are data. Never folded by rich: a long endpoint stays one
+                # string the terminal wraps, so it can be copied whole.
+                console.print(Text(text, style="bold" if i == 0 else ""), no_wrap=True, overflow="ignore", crop=False)
+            return
         if self.env.stdout_isatty:
             from rich.table import Table
             from rich.text import Text
@@ -154,6 +174,7 @@ class Output:
                 soft_wrap=not tty,
                 force_terminal=tty or None,
                 emoji=tty,
+                width=self.env.width,
             )
         return self._consoles[stream]
 
@@ -203,6 +224,63 @@ def markup(value: object) -> str:
     from rich.markup import escape
 
     return str(escape(safe_text(value)))
+
+
+GAP = 2
+MIN_SHRUNK = 12  # a shortened column keeps at least this many characters (ellipsis included)
+
+
+def fit_table(
+    columns: list[str],
+    rows: list[list[str]],
+    width: int,
+    *,
+    own_line: str | None = None,
+    shrink: tuple[str, ...] = (),
+    drop: tuple[str, ...] = (),
+) -> list[str]:
+    """The lines of a table no wider than ``width``, by these steps until it fits: the ``own_line``
+    column moves under its row (indented, whole, however long); the ``shrink`` columns are cut
+    (with "…") down to ``MIN_SHRUNK``; the ``drop`` columns go, in their order. What still does
+    not fit is printed anyway (the terminal wraps it)."""
+    from rich.cells import cell_len  # what a terminal gives a character (an emoji takes two)
+
+    keep = list(range(len(columns)))
+    below: int | None = None
+
+    def widths() -> dict[int, int]:
+        return {i: max([cell_len(columns[i]), *(cell_len(r[i]) for r in rows)]) for i in keep}
+
+    def total(ws: dict[int, int]) -> int:
+        return sum(ws.values()) + GAP * (len(ws) - 1)
+
+    ws = widths()
+    if total(ws) > width and own_line in columns:
+        below = columns.index(own_line)
+        keep.remove(below)
+    base = list(keep)
+    # The fewest columns dropped that fit once the shrinkable ones are cut; all of them dropped at worst.
+    for dropped in range(len(drop) + 1):
+        keep = [i for i in base if columns[i] not in drop[:dropped]]
+        ws = widths()
+        for name in shrink:
+            i = columns.index(name) if name in columns else -1
+            if total(ws) > width and i in keep:
+                ws[i] = max(MIN_SHRUNK, cell_len(columns[i]), ws[i] - (total(ws) - width))
+        if total(ws) <= width:
+            break
+
+    def cell(value: str, i: int) -> str:
+        if cell_len(value) > ws[i]:
+            value = value[: ws[i] - 1] + "…"
+        return value + " " * (ws[i] - cell_len(value))
+
+    lines = ["  ".join(cell(columns[i], i) for i in keep).rstrip()]
+    for r in rows:
+        lines.append("  ".join(cell(r[i], i) for i in keep).rstrip())
+        if below is not None and r[below] not in ("", "-"):
+            lines.append(f"  {r[below]}")
+    return lines
 
 
 def human_size(n: int | None) -> str:

@@ -9,6 +9,33 @@ from .. import workflows
 from ..quantization import DEFAULT_QUANTIZATION
 from .output import Output, human_size, markup
 
+# Widths the progress columns take at most: "100%", "123.4/253.1 MB", "12.3 MB/s", "0:01:02".
+_PERCENT, _BYTES, _SPEED, _ETA = 4, 17, 10, 7
+
+
+def progress_columns(width: int) -> list[Any]:
+    """The columns of a pull's progress line, for a terminal ``width`` wide: one line a file, never
+    wrapped. Narrower terminals get a shorter file name (cut with "…"), then no speed, then no time
+    left; the bar takes what is left (10 to 40 characters)."""
+    from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+    from rich.table import Column
+
+    name = 40 if width >= 110 else 24 if width >= 70 else 14
+    extras: list[tuple[Any, int]] = []
+    if width >= 110:
+        extras.append((TransferSpeedColumn(), _SPEED))
+    if width >= 70:
+        extras.append((TimeRemainingColumn(), _ETA))
+    fixed = name + _PERCENT + _BYTES + sum(w for _, w in extras) + (3 + len(extras))  # one space between columns
+    bar = max(10, min(40, width - fixed - 1))
+    return [
+        TextColumn("{task.description}", table_column=Column(max_width=name, no_wrap=True, overflow="ellipsis")),
+        BarColumn(bar_width=bar),
+        TextColumn("{task.percentage:>3.0f}%", table_column=Column(no_wrap=True)),
+        DownloadColumn(table_column=Column(no_wrap=True)),
+        *(column for column, _ in extras),
+    ]
+
 
 class PullView:
     """Draws the events of one pull on ``out``'s stderr."""
@@ -24,25 +51,10 @@ class PullView:
         what = f"{event.name}:{event.quantization}" if event.quantization else event.name
         self.out.info(f"🚀 {verb} {what}...")
         if self.out.live:
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
+            from rich.progress import Progress
 
-            self.progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TextColumn("{task.percentage:>3.0f}%"),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-                console=self.out.err_console(),
-                transient=False,
-            )
+            console = self.out.err_console()
+            self.progress = Progress(*progress_columns(console.width), console=console, transient=False)
             self.progress.start()
         for f in event.files:
             self.update(f)

@@ -15,7 +15,7 @@ from .. import workflows
 from ..errors import EXIT_INTERRUPTED, KamiwazaError, UsageError
 from . import completion, output
 from .connection import connect
-from .serving import run_serve
+from .serving import context_option, run_serve
 
 
 @click.command()
@@ -40,6 +40,7 @@ from .serving import run_serve
     help="A picture sent with the (first) message, for vision models (repeatable).",
 )
 @click.option("--json", "as_json", is_flag=True, help="One-shot: print one JSON object (reply, tokens, timings).")
+@context_option
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -53,6 +54,7 @@ def run(
     load_file: Path | None,
     images: tuple[Path, ...],
     as_json: bool,
+    context: int | None,
 ) -> None:
     """Chat with MODEL (pulling and serving it first if needed), or answer PROMPT once.
 
@@ -96,7 +98,7 @@ def run(
             raise UsageError(str(exc)) from exc
 
     platform = connect(ctx)
-    deployed = run_serve(out, platform, model)
+    deployed = run_serve(out, platform, model, context=context)
 
     def client_for(dep: workflows.Deployed) -> object:
         return platform.openai_client(dep.deployment)
@@ -110,6 +112,7 @@ def run(
             "deployment": deployed.deployment.id,
             "endpoint": deployed.endpoint,
             "engine": deployed.deployment.engine,
+            "context": f"{deployed.deployment.context_per_slot or '?'} tokens",
         },
     )
     session.images.extend(pictures)
@@ -150,7 +153,22 @@ def run(
     from ..chat.repl import Repl
 
     def reconnect() -> object:
-        return client_for(run_serve(out, platform, model))
+        nonlocal deployed
+        deployed = run_serve(out, platform, model, context=context)
+        return client_for(deployed)
+
+    def set_context(tokens: int) -> object:
+        """/set num_ctx: a deployment with that context (made or reused; later redeploys keep it), as
+        ollama reloads a model; one this chat started before is stopped (one it found running is not)."""
+        nonlocal context, deployed
+        new = run_serve(out, platform, model, context=tokens)
+        if not deployed.reused and deployed.deployment.id != new.deployment.id:
+            platform.stop(deployed.deployment.id)
+        deployed, context = new, tokens
+        session.info.update(
+            deployment=new.deployment.id, endpoint=new.endpoint, context=f"{new.deployment.context_per_slot} tokens"
+        )
+        return client_for(new)
 
     history = settings.home() / "history" if settings.history_enabled() else None
-    ctx.exit(Repl(session, history_file=history, reconnect=reconnect).run())
+    ctx.exit(Repl(session, history_file=history, reconnect=reconnect, set_context=set_context).run())

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from .. import quantization, statuses, workflows
-from ..errors import EXIT_INTERRUPTED
+from ..errors import EXIT_INTERRUPTED, PlatformUnreachable
 from . import completion, output
 from .connection import connect
 from .output import Output, json_option, markup
@@ -36,6 +36,7 @@ def run_serve(
     port: int | None = None,
     parallel: int | None = None,
     force_cpu: bool = False,
+    context: int | None = None,
 ) -> workflows.Deployed:
     """Render ``workflows.serve`` (shared with ``run``): pull bars, a status spinner, the endpoint."""
     view = PullView(out)
@@ -44,7 +45,13 @@ def run_serve(
     deployed = None
     try:
         events = workflows.serve(
-            platform, model, pull_if_needed=pull_if_needed, port=port, parallel=parallel, force_cpu=force_cpu
+            platform,
+            model,
+            pull_if_needed=pull_if_needed,
+            port=port,
+            parallel=parallel,
+            force_cpu=force_cpu,
+            context=context,
         )
         for event in events:
             if isinstance(event, workflows.PullAccepted):
@@ -80,6 +87,19 @@ def run_serve(
         out.info("✨ Deployment ready!")
     out.info(f"✨ Model deployed at: {deployed.endpoint}")
     return deployed
+
+
+# The smallest context the engine takes (llama.cpp's MIN_CONTEXT on the local server): refused here
+# at once, before anything is pulled or deployed; the upper bound (the model's trained length) only
+# the platform knows, and it refuses a larger one with a 400, which exits 2 as well.
+MIN_CONTEXT = 512
+context_option = click.option(
+    "--ctx",
+    "context",
+    type=click.IntRange(min=MIN_CONTEXT),
+    help="Context per request, in tokens (default: what fits in memory, up to 8192; "
+    "never above what the model was trained for).",
+)
 
 
 def _deployment_row(d: workflows.Deployment, file: str | None = None) -> dict[str, Any]:
@@ -146,6 +166,7 @@ def _uptime(seconds: int | None) -> str:
     help="Requests served at once, each with the full context (default: 4 on the local server).",
 )
 @click.option("--cpu", "force_cpu", is_flag=True, help="Run on the CPU even where a GPU is available.")
+@context_option
 @click.option("--no-pull", is_flag=True, help="Fail instead of pulling a model that is not downloaded.")
 @json_option
 @click.pass_context
@@ -155,6 +176,7 @@ def serve(
     port: int | None,
     parallel: int | None,
     force_cpu: bool,
+    context: int | None,
     no_pull: bool,
 ) -> None:
     """Deploy MODEL as an OpenAI-compatible API and print its endpoint.
@@ -165,7 +187,14 @@ def serve(
     platform = connect(ctx)
     try:
         deployed = run_serve(
-            out, platform, model, pull_if_needed=not no_pull, port=port, parallel=parallel, force_cpu=force_cpu
+            out,
+            platform,
+            model,
+            pull_if_needed=not no_pull,
+            port=port,
+            parallel=parallel,
+            force_cpu=force_cpu,
+            context=context,
         )
     except KeyboardInterrupt:
         out.info("\nStill deploying in the platform; see it with: kamiwaza ps")
@@ -208,6 +237,11 @@ def _deployments_table(out: Output, rows: list[dict[str, Any]]) -> None:
             ]
             for r in rows
         ],
+        # Fits the terminal: the endpoint (a URL to copy whole) on its own line, then shorter
+        # model names, then fewer columns.
+        own_line="ENDPOINT",
+        shrink=("MODEL",),
+        drop=("ENGINE", "UPTIME"),
     )
 
 
@@ -255,21 +289,60 @@ def logs(ctx: click.Context, target: str, follow: bool, lines: int) -> None:
     if not found:
         raise workflows.NotFound(f"no deployment of {target!r}", hint="see deployments with: kamiwaza ps --all")
     dep = found[-1]
-    shown, seen, active = workflows.log_snapshot(platform, dep.id)
-    for line in shown[-lines:]:
-        out.line(line)  # an engine echoes what it was sent: escape sequences stay visible text
-    out.flush()
+    page = workflows.log_page(platform, dep.id, lines=min(lines, LOG_PAGE))
+    _print_lines(out, page.lines[-lines:])
+    if not follow:
+        return
     try:
-        while follow:
-            time.sleep(1.0)
-            current, total, active = workflows.log_snapshot(platform, dep.id)
-            new = total - seen
-            if new > 0:
-                for line in current[-new:]:
-                    out.line(line)
-                out.flush()
-                seen = total
-            elif not active:
-                break
+        if page.next_offset is not None:
+            _follow_by_offset(out, platform, dep.id, page.next_offset)
+        else:
+            _follow_by_count(out, platform, dep.id, page.total)
     except KeyboardInterrupt:
         return
+
+
+LOG_PAGE = 10000  # the most lines one request returns (the local server's limit)
+LOG_POLL = 1.0
+
+
+def _print_lines(out: Output, lines: Any) -> None:
+    for line in lines:
+        out.line(line)  # an engine echoes what it was sent: escape sequences stay visible text
+    out.flush()
+
+
+def _follow_by_offset(out: Output, platform: workflows.Platform, dep_id: str, offset: int) -> None:
+    """Follow from a log position (the local server): nothing is missed or shown twice when the log
+    rotates, the engine restarts, or the server restarts meanwhile (then it waits for it, as tail -F)."""
+    waiting = False
+    while True:
+        try:
+            page = workflows.log_page(platform, dep_id, since=offset, lines=LOG_PAGE)
+        except PlatformUnreachable:
+            if not waiting:
+                out.info("… the platform is not answering; waiting for it (Ctrl+C to stop)")
+                waiting = True
+            time.sleep(LOG_POLL)
+            continue
+        waiting = False
+        _print_lines(out, page.lines)
+        offset = page.next_offset if page.next_offset is not None else offset
+        if len(page.lines) >= LOG_PAGE:
+            continue  # more is waiting: no pause
+        if not page.active and not page.lines and not workflows.still_starting(platform, dep_id):
+            return
+        time.sleep(LOG_POLL)
+
+
+def _follow_by_count(out: Output, platform: workflows.Platform, dep_id: str, seen: int) -> None:
+    """Follow by the count of lines the platform has seen (a platform that gives no position)."""
+    while True:
+        time.sleep(LOG_POLL)
+        page = workflows.log_page(platform, dep_id)
+        new = page.total - seen
+        if new > 0:
+            _print_lines(out, page.lines[-new:])
+            seen = page.total
+        elif not page.active:
+            return

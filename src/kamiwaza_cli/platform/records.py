@@ -115,11 +115,14 @@ class Deployment:
 
 @dataclass(frozen=True, slots=True)
 class Logs:
-    """The engine log's last lines, how many lines it has had in all, and whether it still grows."""
+    """The engine log's last lines (or those from a position on), how many lines it has had in all,
+    whether it still grows, and, where the platform gives it, the position after these lines (the
+    local server does; a follower asks again from there, which survives rotations and restarts)."""
 
     lines: tuple[str, ...]
     total: int
     active: bool
+    next_offset: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

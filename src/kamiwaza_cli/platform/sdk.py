@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import urlparse, urlunparse
+from uuid import UUID
 
 from .. import config, quantization, sdkimport, statuses
 from ..errors import AuthError, DownloadFailed, KamiwazaError, NotFound, PlatformUnreachable, UsageError
@@ -45,6 +46,8 @@ T = TypeVar("T")
 
 CONNECT_TIMEOUT = 10.0
 PAT_AUDIENCE = "kamiwaza-platform"
+# The model config field that sets the context per slot (the local server also reads max_model_len).
+CONTEXT_FIELD = "n_ctx"
 
 
 class SdkPlatform:
@@ -321,12 +324,17 @@ class SdkPlatform:
         port: int | None = None,
         parallel: int | None = None,
         force_cpu: bool = False,
+        context: int | None = None,
     ) -> str:
         """Ask for a deployment of a model (of one of its files, the first part of a quantization, when
-        given) with its default config; its id (it starts in the background)."""
+        given) with its default config (or, with ``context``, a config asking for that many tokens per
+        slot); its id (it starts in the background)."""
         kwargs: dict[str, Any] = {"model_id": model_id, "wait": False}
         if file_id:
             kwargs["m_file_id"] = file_id
+        made = None
+        if context:
+            kwargs["m_config_id"], made = self._context_config(model_id, context)
         if port:
             kwargs["lb_port"] = port
         if parallel:
@@ -335,18 +343,57 @@ class SdkPlatform:
             kwargs["force_cpu"] = True
         try:
             dep_id = self._call(self._sdk.serving.deploy_model, **kwargs)
+            if dep_id is False or dep_id is None:
+                raise DeployRefused("the platform refused the deployment")
         except ValueError as exc:  # the SDK's own checks (no config, bad ids)
+            self._forget_config(made)
             raise DeployRefused(str(exc)) from exc
-        if dep_id is False or dep_id is None:
-            raise DeployRefused("the platform refused the deployment")
+        except KamiwazaError:
+            self._forget_config(made)  # a context the platform refuses leaves no config behind
+            raise
         return str(dep_id)
+
+    def _forget_config(self, config_id: str | None) -> None:
+        if config_id is not None:
+            with contextlib.suppress(KamiwazaError):
+                self._call(self._sdk.models.delete_model_config, config_id)
+
+    def _context_config(self, model_id: str, context: int) -> tuple[str, str | None]:
+        """The id of a model config that is the default one with ``n_ctx`` set to ``context``, made
+        once and reused: the platform's deploy request carries engine settings only in a model
+        config (``CreateModelDeployment`` has no such field, and the SDK drops unknown ones); and
+        that id again when this call made it."""
+        from kamiwaza_sdk.schemas.models.model import CreateModelConfig
+
+        configs = self.model_configs(model_id)
+        base = next((c for c in configs if c.default), configs[0] if configs else None)
+        wanted = {**(base.config if base else {}), CONTEXT_FIELD: context}
+        for c in configs:
+            if not c.default and c.config == wanted:
+                return c.id, None
+        made = self._call(
+            self._sdk.models.create_model_config,
+            CreateModelConfig(m_id=UUID(model_id), name=f"context {context}", default=False, config=wanted),
+        )
+        return str(made.id), str(made.id)
 
     def stop(self, deployment_id: str) -> None:
         self._call(self._sdk.serving.stop_deployment, deployment_id=deployment_id)
 
-    def logs(self, deployment_id: str) -> Logs:
-        r = self._call(self._sdk.serving.get_deployment_logs, deployment_id)
-        return Logs(tuple(str(x) for x in r.logs), int(r.total_lines_seen), bool(r.capture_active))
+    def logs(self, deployment_id: str, *, lines: int | None = None, since: int | None = None) -> Logs:
+        """The SDK's ``get_deployment_logs`` route, read raw: its schema drops ``next_offset``, and its
+        call cannot pass ``lines`` or ``since`` (a platform that does not know them ignores them)."""
+        params = {k: v for k, v in (("lines", lines), ("since", since)) if v is not None}
+        r = self._raw("GET", f"/serving/deployment/{deployment_id}/logs", params=params or None)
+        if not isinstance(r, dict):
+            raise KamiwazaError(f"the platform answered the logs of {deployment_id[:8]} with no log")
+        offset = r.get("next_offset")
+        return Logs(
+            tuple(str(x) for x in r.get("logs") or ()),
+            int(r.get("total_lines_seen") or 0),
+            bool(r.get("capture_active")),
+            offset if isinstance(offset, int) and not isinstance(offset, bool) else None,
+        )
 
     def openai_client(self, deployment: Deployment) -> Any:
         """An OpenAI client for a serving deployment, built by the SDK for the endpoint already known

@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import catalog, quantization, statuses
 from ..errors import KamiwazaError, NotFound
-from ..platform import Deployment, DeployRefused, Model, Platform
+from ..platform import Deployment, DeployRefused, Logs, Model, Platform
 from .models import find_model, list_models, select_variant
 from .pulling import AlreadyDownloaded, PullDone, pull
 
@@ -92,6 +92,7 @@ def serve(
     port: int | None = None,
     parallel: int | None = None,
     force_cpu: bool = False,
+    context: int | None = None,
     timeout: float = 600.0,
 ) -> Iterator[Any]:
     """Pull the quantization asked for if needed, reuse a running deployment of it (one that
@@ -103,7 +104,10 @@ def serve(
     except NotFound:
         model = None
     variant = select_variant(model, tag) if model is not None else None
-    if variant is not None and variant.state == "incomplete":
+    # Files it has that are not downloaded (gone from disk, failed): say so with the pull that repairs
+    # them. (Parts never registered at all, as from pulling one part of a split file, the engine names.)
+    have_all = variant is not None and all(f.ready for f in variant.all_files)
+    if variant is not None and variant.state == "incomplete" and not have_all:
         ready, expected = variant.parts
         missing = ", ".join(f.name for f in variant.all_files if not f.ready) or "split parts"
         again = f"{base}:{variant.quantization}" if variant.quantization else base
@@ -111,7 +115,7 @@ def serve(
             f"{variant.label} is incomplete ({ready} of {expected} files ready; not downloaded: {missing})",
             hint=f"repair it with: kamiwaza pull {again}",
         )
-    if variant is None or variant.state != "ready":
+    if variant is None or not have_all:
         if not pull_if_needed:
             raise NotFound(f"{text!r} is not downloaded", hint=f"pull it with: kamiwaza pull {text}")
         done = None
@@ -137,6 +141,7 @@ def serve(
         and not (port and d.port != port)
         and not (parallel and d.slots not in (None, parallel))
         and not (force_cpu and not d.force_cpu)
+        and not (context and d.context_per_slot != context)
     ]
     same = [d for d in running if not (file_id and d.file_id and d.file_id != file_id)]
     # No tag: a running deployment of any quantization of the model serves (the default one first).
@@ -154,7 +159,9 @@ def serve(
         return
 
     try:
-        dep_id = platform.deploy(model.id, file_id=file_id, port=port, parallel=parallel, force_cpu=force_cpu)
+        dep_id = platform.deploy(
+            model.id, file_id=file_id, port=port, parallel=parallel, force_cpu=force_cpu, context=context
+        )
     except DeployRefused as exc:
         raise KamiwazaError(f"cannot deploy {label}: {exc.message}") from exc
     yield from _wait_deployed(platform, model.name, label, dep_id, timeout, reused=False, file=variant.first.name)
@@ -187,13 +194,17 @@ def _wait_deployed(
         if status in FAILED_STATUSES or status == statuses.STOPPED:
             code = d.error_code or status
             message = d.error_message or "the deployment failed"
+            # "<cause> → <next step> | <log lines>" (the local server's form); else the log says more.
+            cause, _, next_step = message.split(" | ")[0].partition(" → ")
+            if next_step:
+                raise DeploymentFailed(f"{label} failed to deploy ({code}): {cause.strip()}", hint=next_step.strip())
             hint = (
                 f"pull it again with: kamiwaza pull {label}"
                 if code == statuses.MUST_REDOWNLOAD
                 else f"see the engine log with: kamiwaza logs {dep_id[:8]}"
             )
             raise DeploymentFailed(
-                f"{label} failed to deploy ({code}): {message.split(' | ')[0]}",
+                f"{label} failed to deploy ({code}): {cause}",
                 hint=hint,
                 log_lines=logs(platform, dep_id)[-10:],
             )
@@ -229,6 +240,11 @@ def logs(platform: Platform, dep_id: str) -> list[str]:
         return []
 
 
-def log_snapshot(platform: Platform, dep_id: str) -> tuple[list[str], int, bool]:
-    r = platform.logs(dep_id)
-    return list(r.lines), r.total, r.active
+def log_page(platform: Platform, dep_id: str, *, lines: int | None = None, since: int | None = None) -> Logs:
+    """The last ``lines`` lines of a deployment's engine log, or those from position ``since`` on."""
+    return platform.logs(dep_id, lines=lines, since=since)
+
+
+def still_starting(platform: Platform, dep_id: str) -> bool:
+    """A deployment that is not writing its log yet but will (queued or being restored)."""
+    return platform.deployment(dep_id).status in ACTIVE_STATUSES

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from ...statuses import ACTIVE, REQUESTED
 from .. import engines
+from ..enginelog import EngineLog
 from ..engines.llamacpp import MAX_SLOTS
 from ..supervisor import AdmissionRefused, port_is_free, tail
 from . import logpatterns, planning
@@ -109,21 +110,36 @@ def add_routes(api: APIRouter, ctx: ServerContext) -> None:
         return True
 
     @api.get("/api/serving/deployment/{deployment_id}/logs")
-    def deployment_logs(deployment_id: UUID, lines: int = Query(default=500, ge=1, le=10000)) -> dict[str, Any]:
+    def deployment_logs(
+        deployment_id: UUID,
+        lines: int = Query(default=500, ge=1, le=10000),
+        since: int | None = Query(default=None, ge=0),
+    ) -> dict[str, Any]:
+        """The platform's shape (the SDK's ``get_deployment_logs``): the last ``lines`` lines. Beyond
+        it, for a follower: ``next_offset``, the log position after the lines returned, and
+        ``since``, to ask for the lines from such a position on (enginelog.py: it survives
+        rotations and restarts). The SDK ignores both."""
         d = need_deployment(ctx.store, deployment_id)
         path = ctx.supervisor.log_path(d["id"])
-        all_lines = tail(path, 10**9) if path.exists() else []
-        kept = all_lines[-lines:]
+        active = ctx.supervisor.is_capturing(d["id"])
+        engine_log = EngineLog(path)
+        # A line still being written is held back until it ends, unless the engine has stopped.
+        chunk = (
+            engine_log.last(lines, partial=not active)
+            if since is None
+            else engine_log.read(since, lines, partial=not active)
+        )
         return {
             "deployment_id": d["id"],
             "log_file_path": str(path),
-            "logs": kept,
-            "total_lines_seen": len(all_lines),
-            "current_lines_stored": len(kept),
+            "logs": chunk.lines,
+            "total_lines_seen": chunk.total_lines,
+            "current_lines_stored": len(chunk.lines),
             "compressed": False,
-            "capture_active": ctx.supervisor.is_capturing(d["id"]),
+            "capture_active": active,
             "engine_type": d["engine_name"],
             "container_id": None,
+            "next_offset": chunk.next_offset,
         }
 
     @api.get("/api/serving/model_instances")
