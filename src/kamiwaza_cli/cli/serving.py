@@ -238,10 +238,10 @@ def _deployments_table(out: Output, rows: list[dict[str, Any]]) -> None:
             for r in rows
         ],
         # Fits the terminal: the endpoint (a URL to copy whole) on its own line, then shorter
-        # model names, then fewer columns.
+        # file and model names, then fewer columns (the file last: NAME:QUANT says the quantization).
         own_line="ENDPOINT",
-        shrink=("MODEL",),
-        drop=("ENGINE", "UPTIME"),
+        shrink=("FILE", "MODEL"),
+        drop=("ENGINE", "UPTIME", "FILE"),
     )
 
 
