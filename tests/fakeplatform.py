@@ -31,6 +31,7 @@ from kamiwaza_cli.platform import (
     Logs,
     Model,
     ModelConfig,
+    ModelFacts,
     ModelFile,
     ModelUnavailable,
     QuantizationUnavailable,
@@ -106,6 +107,7 @@ class FakePlatform:
         self._models: dict[str, _Model] = {}
         self._deps: dict[str, dict[str, Any]] = {}
         self._logs: dict[str, list[str]] = {}
+        self.model_facts: dict[str, list[ModelFacts]] = {}  # model id -> what its file headers say
 
     # Set-up helpers (not part of the port, not counted)
 
@@ -168,6 +170,10 @@ class FakePlatform:
     def model_configs(self, model_id: str) -> list[ModelConfig]:
         self.calls.append("model_configs")
         return [ModelConfig(_id("config"), "default", True, {"ctx": 2048})]
+
+    def facts(self, model: Model) -> list[ModelFacts]:
+        self.calls.append("facts")
+        return list(self.model_facts.get(model.id, []))
 
     def hub_files(self, hub: str, repo_id: str) -> list[ModelFile]:
         self.calls.append("hub_files")
@@ -320,10 +326,11 @@ class FakePlatform:
 
 
 class _Stream:
-    def __init__(self, pieces: list[str]) -> None:
-        self._chunks = [
-            SimpleNamespace(usage=None, choices=[SimpleNamespace(delta=SimpleNamespace(content=p))]) for p in pieces
-        ]
+    def __init__(self, pieces: list[str], *, text: bool = False) -> None:
+        def choice(p: str) -> SimpleNamespace:  # a completion streams text, a chat streams deltas
+            return SimpleNamespace(text=p) if text else SimpleNamespace(delta=SimpleNamespace(content=p))
+
+        self._chunks = [SimpleNamespace(usage=None, choices=[choice(p)]) for p in pieces]
         usage = SimpleNamespace(prompt_tokens=7, completion_tokens=len(pieces))
         self._chunks.append(SimpleNamespace(usage=usage, choices=[]))
 
@@ -344,7 +351,13 @@ class _FakeOpenAI:
             self.requests.append(kwargs)
             return _Stream([w + " " for w in platform_ref.reply.split()])
 
+        def complete(**kwargs: Any) -> _Stream:
+            platform_ref.calls.append("completion")
+            self.requests.append(kwargs)
+            return _Stream([w + " " for w in platform_ref.reply.split()], text=True)
+
         self.chat = SimpleNamespace(completions=SimpleNamespace(create=create))
+        self.completions = SimpleNamespace(create=complete)
 
 
 class FakeCli:

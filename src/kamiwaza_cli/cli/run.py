@@ -1,7 +1,9 @@
 """``kamiwaza run``: pull and serve if needed, then chat (interactive) or answer once.
 
 With PROMPT words, or when stdin is not a terminal, it answers once and exits;
-otherwise it opens the REPL. Pull and deploy progress always go to stderr.
+otherwise it opens the REPL. Pull and deploy progress always go to stderr. A base model
+(no chat template, not instruction-tuned: ``workflows.is_base_model``) runs as text
+completion: a one-shot prompt is sent as text, a chat as a "User: / Assistant:" transcript.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def run(
       git diff | kamiwaza run qwen2.5-7b-instruct "Write a commit message for this diff"
     """
     from ..chat.session import DEFAULT_SYSTEM, ChatSession, EndpointDown, TranscriptError, read_transcript
+    from ..textsafe import safe_text
 
     stdin_text = "" if sys.stdin.isatty() else sys.stdin.read()
     one_shot = bool(prompt) or not sys.stdin.isatty()
@@ -83,16 +86,27 @@ def run(
     def client_for(dep: workflows.Deployed) -> object:
         return platform.openai_client(dep.deployment)
 
+    base = workflows.is_base_model(platform, deployed)
+    if base:
+        output.info(
+            f"ℹ {safe_text(deployed.name)} is a base model (no chat template): running it in completion mode, "
+            + ("the prompt as text" if one_shot else 'the chat as a "User: / Assistant:" transcript')
+        )
     session = ChatSession(
         model=deployed.name,
         client=client_for(deployed),
-        system=DEFAULT_SYSTEM,
+        # A base model answering once gets the prompt as it was written, with a system prompt only if asked.
+        system="" if base and one_shot else DEFAULT_SYSTEM,
         verbose=verbose,
         info={
             "deployment": deployed.deployment.id,
             "endpoint": deployed.endpoint,
             "engine": deployed.deployment.engine,
+            "mode": ("text" if one_shot else "transcript") if base else "chat",
+            "context": deployed.deployment.context_per_slot or "engine default",
         },
+        mode=("text" if one_shot else "transcript") if base else "chat",
+        context=deployed.deployment.context_per_slot,
     )
     if transcript is not None:
         session.restore(transcript)

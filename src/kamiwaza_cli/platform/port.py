@@ -10,7 +10,18 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from .records import Deployment, DownloadStarted, DownloadStatus, Logs, Model, ModelConfig, ModelFile, Tokens, User
+from .records import (
+    Deployment,
+    DownloadStarted,
+    DownloadStatus,
+    Logs,
+    Model,
+    ModelConfig,
+    ModelFacts,
+    ModelFile,
+    Tokens,
+    User,
+)
 
 
 class Platform(Protocol):
@@ -35,6 +46,9 @@ class Platform(Protocol):
     def model(self, model_id: str) -> Model: ...
     def model_by_repo(self, repo_id: str) -> Model | None: ...
     def model_configs(self, model_id: str) -> list[ModelConfig]: ...
+    # Header facts of the model's downloaded files; empty where the platform cannot read them
+    # (a cluster's files are not on this machine).
+    def facts(self, model: Model) -> list[ModelFacts]: ...
     def hub_files(self, hub: str, repo_id: str) -> list[ModelFile]: ...
     def delete_model(self, model_id: str) -> None: ...
 
