@@ -127,7 +127,7 @@ class ChatSession:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
-        self.window = ContextWindow(self.client, self.context, per_message=8 if self.mode == "chat" else 1)
+        self.window = ContextWindow(lambda: self.client, self.context, per_message=8 if self.mode == "chat" else 1)
 
     def sent_history(self) -> list[dict[str, str]]:
         """The history as the model is to see it: an interrupted reply is what the model said,
@@ -226,7 +226,6 @@ class ChatSession:
         """
         import openai
 
-        self._fit(user_text)
         started = time.monotonic()
         ttft = None
         parts: list[str] = []
@@ -236,6 +235,9 @@ class ChatSession:
         stream = None
         text_route = self.mode != "chat"
         try:
+            # Counting goes to the same endpoint: a dead one is EndpointDown here too. Its cost is
+            # part of the wait for the first token, and counted in it.
+            self._fit(user_text)
             if text_route:
                 prompt = self._text_prompt(user_text) if self.mode == "text" else self.transcript_prompt(user_text)
                 extra = {"stop": TRANSCRIPT_STOP} if self.mode == "transcript" else {}

@@ -12,6 +12,7 @@ endpoint has none of these routes (another engine), nothing is counted and nothi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +45,8 @@ class ContextFull(UsageError):
 
 
 class ContextWindow:
-    def __init__(self, client: Any, context: int | None, *, per_message: int) -> None:
-        self.client = client
+    def __init__(self, client: Callable[[], Any], context: int | None, *, per_message: int) -> None:
+        self.client = client  # the session's current client: a redeploy gives it a new one
         self.context = context
         self.per_message = per_message  # template tokens around each message, learned per turn
         self.start = 0  # index of the first history message still sent (a whole turn: even)
@@ -60,7 +61,7 @@ class ContextWindow:
         does not have it. Other errors are the caller's."""
         import openai
 
-        call = getattr(self.client, method.lower(), None)
+        call = getattr(self.client(), method.lower(), None)
         if call is None:  # a client that only speaks the OpenAI API
             return None
         try:
