@@ -123,23 +123,3 @@ def write_tiny_gguf(
     target = Path(path)
     target.write_bytes(blob)
     return target
-
-
-def add_metadata(source: str | os.PathLike[str], dest: str | os.PathLike[str], key: str, text: str) -> Path:
-    """Copy a real GGUF with one more string key/value (e.g. a chat template), weights unchanged.
-
-    The new pair goes first in the metadata and its length is padded (trailing spaces in ``text``)
-    to a multiple of the alignment, so the tensor data keeps its alignment and its offsets.
-    """
-    entry = kv(key, text)
-    entry = kv(key, text + " " * (-len(entry) % ALIGNMENT))
-    assert len(entry) % ALIGNMENT == 0
-    src = Path(source)
-    target = Path(dest)
-    with src.open("rb") as f, target.open("wb") as out:
-        start = f.read(24)  # magic, version, tensor count, key/value count
-        (kv_count,) = struct.unpack_from("<Q", start, 16)
-        out.write(start[:16] + struct.pack("<Q", kv_count + 1) + entry)
-        while chunk := f.read(16 << 20):
-            out.write(chunk)
-    return target

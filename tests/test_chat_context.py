@@ -21,19 +21,9 @@ from typing import Any
 import pexpect
 import pytest
 from conftest import LocalServer, make_server
-from ggufgen import add_metadata
 
 BASE = "gemma-3-270m-q4_k_m"
-NOSYS = "gemma-nosys"
 CONTEXT = 256
-# A chat template as some models ship it: user and model turns only, a system message silently dropped.
-NOSYS_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{%- if message.role == 'user' -%}<start_of_turn>user\n{{ message.content }}<end_of_turn>\n"
-    "{%- elif message.role == 'assistant' -%}<start_of_turn>model\n{{ message.content }}<end_of_turn>\n"
-    "{%- endif -%}{%- endfor -%}"
-    "{%- if add_generation_prompt -%}<start_of_turn>model\n{%- endif -%}"
-)
 CPR_REQUEST = "\x1b[6n"
 NEW_INPUT = "\x1b[?2004h"
 INPUT_DONE = "\x1b[?2004l"
@@ -263,38 +253,18 @@ def failing(gemma_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     shutil.rmtree(srv.home, ignore_errors=True)
 
 
-def test_an_engine_error_inside_the_stream_exits_1_with_its_message(failing: LocalServer) -> None:
+def test_an_engine_error_inside_the_stream_exits_1_with_its_message(
+    failing: LocalServer, terminals: list[Terminal]
+) -> None:
     r = failing.run("run", BASE, "Once upon a time", "--max-tokens", "8")
     assert r.returncode == 1, (r.stdout, r.stderr)
     assert "KV cache is full" in r.stderr and "Traceback" not in r.stderr
     r = failing.run("run", BASE, "Once upon a time", "--json")
     assert r.returncode == 1 and r.stdout == ""  # no JSON with an empty reply
-
-
-# A chat format without a system role (one engine at a time: the base model's deployment goes first)
-
-
-@pytest.fixture(scope="module")
-def nosys(server: LocalServer, base: str, gemma_path: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    assert server.cli("stop", base).exit_code == 0
-    path = add_metadata(
-        gemma_path, tmp_path_factory.mktemp("nosys") / f"{NOSYS}.gguf", "tokenizer.chat_template", NOSYS_TEMPLATE
-    )
-    assert server.cli("pull", str(path)).exit_code == 0
-    r = server.cli("serve", NOSYS, "--json")
-    assert r.exit_code == 0, r.stderr
-    return NOSYS
-
-
-def test_system_prompt_reaches_a_chat_format_without_a_system_role(
-    server: LocalServer, nosys: str, terminals: list[Terminal]
-) -> None:
-    system = "You answer every question about geography with the name of a city and nothing else."
-    counts = []
-    for args in (("--system", ""), ("--system", system)):
-        chat = open_chat(terminals, server, nosys, "--max-tokens", "4", "--verbose", *args)
-        assert "base model" not in chat.banner  # a chat template: the chat route
-        counts.append(prompt_tokens(chat.ask("Where is the Louvre?")))
-        # later turns keep it: it is folded into the first user turn of every request
-        counts.append(prompt_tokens(chat.ask("And the Prado?")))
-    assert counts[2] >= counts[0] + 10 and counts[3] >= counts[1] + 10
+    # In the chat it is one notice, and the chat goes on.
+    chat = open_chat(terminals, failing, BASE)
+    shown = chat.ask("Once upon a time")
+    assert "⚠ the model failed while answering" in shown and "KV cache is full" in shown
+    saved = chat.save(failing.home / "failed.json")
+    assert saved["messages"] == []  # a failed turn does not join the conversation
+    assert chat.bye() == 0
