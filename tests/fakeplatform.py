@@ -108,6 +108,7 @@ class FakePlatform:
         self._deps: dict[str, dict[str, Any]] = {}
         self._logs: dict[str, list[str]] = {}
         self.model_facts: dict[str, list[ModelFacts]] = {}  # model id -> what its file headers say
+        self.config_extra: dict[str, dict[str, Any]] = {}  # model id -> more keys of its default config
 
     # Set-up helpers (not part of the port, not counted)
 
@@ -169,7 +170,7 @@ class FakePlatform:
 
     def model_configs(self, model_id: str) -> list[ModelConfig]:
         self.calls.append("model_configs")
-        return [ModelConfig(_id("config"), "default", True, {"ctx": 2048})]
+        return [ModelConfig(_id("config"), "default", True, {"ctx": 2048, **self.config_extra.get(model_id, {})})]
 
     def facts(self, model: Model) -> list[ModelFacts]:
         self.calls.append("facts")

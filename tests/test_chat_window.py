@@ -207,5 +207,12 @@ def test_run_picks_the_route_by_the_models_facts() -> None:
     fake.calls.clear()
     r = kw.invoke("run", "tuned", "The sky is")
     assert r.exit_code == 0 and "base model" not in r.stderr and "chat" in fake.calls
+    # the instruct model's run asked nothing more of the platform than before
+    assert "model_configs" not in fake.calls
+    # a chat template in the base model's default config (the engine's override) makes it a chat model
+    fake.config_extra[base.id] = {"chat_template": "chatml"}
+    fake.calls.clear()
+    r = kw.invoke("run", "base", "The sky is")
+    assert r.exit_code == 0 and "base model" not in r.stderr and "chat" in fake.calls
     details = json.loads(kw.invoke("show", "base", "--json").stdout)
     assert details["gguf"][0]["chat_template"] is False and details["gguf"][0]["instruction_tuned"] is False

@@ -46,7 +46,12 @@ def is_base_model(platform: Platform, deployed: Deployed) -> bool:
     if deployed.model is None:
         return False
     facts: list[ModelFacts] = platform.facts(deployed.model)
-    return bool(facts) and all(f.base for f in facts)
+    if not facts or not all(f.base for f in facts):
+        return False
+    # A chat template set in the model's default config (the engine's override) makes it a chat model.
+    # Asked only of base models: an instruct model's run costs no extra request.
+    configs = platform.model_configs(deployed.model.id)
+    return not any(c.default and (c.config.get("chat_template") or c.config.get("chat_format")) for c in configs)
 
 
 def list_deployments(platform: Platform) -> list[Deployment]:
