@@ -48,8 +48,9 @@ def test_a_base_model_is_one_with_neither_a_template_nor_tuning() -> None:
 
 class Engine:
     """An OpenAI client with llama-server's extra routes: a word is a token, each message costs
-    ``per_message`` more, and the context is ``n_ctx``. Replies stream ``reply`` word by word; a
-    reply cut at ``interrupt_after`` words raises KeyboardInterrupt as Ctrl+C does."""
+    ``per_message`` more, and the context is ``n_ctx`` (the deployment's, handed to the session).
+    Replies stream ``reply`` word by word; a reply cut at ``interrupt_after`` words raises
+    KeyboardInterrupt as Ctrl+C does."""
 
     def __init__(self, n_ctx: int, *, per_message: int = 3, reply: str = "fine thanks") -> None:
         self.n_ctx = n_ctx
@@ -67,10 +68,6 @@ class Engine:
             return {"tokens": body["content"].split()}
         assert route == "/apply-template"
         return {"prompt": "".join(f"<{m['role']}>{m['content']}" for m in body["messages"])}
-
-    def get(self, route: str, *, cast_to: Any) -> Any:
-        assert route == "/props"
-        return {"default_generation_settings": {"n_ctx": self.n_ctx}}
 
     def _stream(self, prompt_tokens: int, delta: bool) -> Any:
         words = self.reply.split()
@@ -116,7 +113,9 @@ def words(n: int, tag: str) -> str:
 def test_the_oldest_turns_leave_the_request_once_it_is_full_keeping_system_and_last_turn() -> None:
     engine = Engine(n_ctx=200)
     notices: list[str] = []
-    s = ChatSession(model="m", client=engine, system="be brief", max_tokens=20, notify=notices.append)
+    s = ChatSession(
+        model="m", client=engine, context=engine.n_ctx, system="be brief", max_tokens=20, notify=notices.append
+    )
     for turn in range(8):
         s.reply(words(40, f"t{turn}-"), lambda _p: None)
         sent = engine.sent[-1]["messages"]
@@ -136,7 +135,7 @@ def test_the_oldest_turns_leave_the_request_once_it_is_full_keeping_system_and_l
 
 def test_each_turn_counts_only_its_new_message() -> None:
     engine = Engine(n_ctx=10_000)
-    s = ChatSession(model="m", client=engine, system="be brief")
+    s = ChatSession(model="m", client=engine, context=engine.n_ctx, system="be brief")
     for turn in range(4):
         engine.tokenized.clear()
         s.reply(f"question {turn}", lambda _p: None)
@@ -144,7 +143,7 @@ def test_each_turn_counts_only_its_new_message() -> None:
 
 
 def test_a_turn_that_cannot_fit_alone_is_refused_with_the_counts_and_nothing_joins_the_history() -> None:
-    s = ChatSession(model="m", client=Engine(n_ctx=64), system="", max_tokens=8)
+    s = ChatSession(model="m", client=Engine(n_ctx=64), context=64, system="", max_tokens=8)
     with pytest.raises(ContextFull) as caught:
         s.reply(words(100, "w"), lambda _p: None)
     needed, context = (int(n) for n in re.findall(r"(\d+) tokens", caught.value.message))
@@ -155,7 +154,7 @@ def test_a_turn_that_cannot_fit_alone_is_refused_with_the_counts_and_nothing_joi
 def test_an_interrupted_reply_is_marked_for_people_and_sent_to_the_model_as_said() -> None:
     for mode in ("chat", "transcript"):
         engine = Engine(n_ctx=1000, reply="one two three four")
-        s = ChatSession(model="m", client=engine, mode=mode)
+        s = ChatSession(model="m", client=engine, context=engine.n_ctx, mode=mode)
         engine.interrupt_after = 2
         reply = s.reply("tell me a story", lambda _p: None)
         assert reply.interrupted and reply.text.split() == ["one", "two"]
@@ -171,7 +170,7 @@ def test_a_system_prompt_is_folded_into_the_first_user_turn_where_the_format_has
     engine.post = lambda route, *, body, cast_to: (  # type: ignore[method-assign]
         {"prompt": "<user>hi"} if route == "/apply-template" else {"tokens": body["content"].split()}
     )
-    s = ChatSession(model="m", client=engine, system="Answer in French.")
+    s = ChatSession(model="m", client=engine, context=engine.n_ctx, system="Answer in French.")
     s.reply("Hello", lambda _p: None)
     s.reply("Again", lambda _p: None)
     sent = engine.sent[-1]["messages"]
@@ -181,7 +180,7 @@ def test_a_system_prompt_is_folded_into_the_first_user_turn_where_the_format_has
 
 def test_a_base_model_chat_is_a_transcript_with_stop_sequences() -> None:
     engine = Engine(n_ctx=1000, reply="Paris.")
-    s = ChatSession(model="m", client=engine, system="Be brief.", mode="transcript")
+    s = ChatSession(model="m", client=engine, context=engine.n_ctx, system="Be brief.", mode="transcript")
     s.reply("Capital of France?", lambda _p: None)
     s.reply("And Italy?", lambda _p: None)
     sent = engine.sent[-1]

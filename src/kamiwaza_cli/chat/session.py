@@ -119,7 +119,7 @@ class ChatSession:
     stats: Stats = field(default_factory=Stats)
     info: dict[str, Any] = field(default_factory=dict)  # deployment id, endpoint... for /show info
     mode: str = "chat"
-    context: int | None = None  # the engine's context per slot, in tokens (None: ask the engine)
+    context: int | None = None  # the engine's context per slot, in tokens (None: unknown, nothing is dropped)
     notify: Callable[[str], None] | None = None  # where the once-per-session notices go
     window: ContextWindow = field(init=False)
     _system_role: bool | None = field(default=None, init=False)

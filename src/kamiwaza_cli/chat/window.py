@@ -5,7 +5,9 @@ Tokens are counted by the engine itself (llama-server's ``/tokenize``, reached t
 deployment's endpoint as ``/v1/tokenize``), one message at a time and remembered, so a turn costs
 one call: the new message. A reply's count comes from the stream's usage, and the template's own
 tokens per message are learned from the prompt size the engine reports after each turn. The
-context size is the deployment's (``context_per_slot``) or else the engine's ``/props``. Where the
+context size is the deployment's (``context_per_slot``, which the local server reports); where it
+is not known, or the endpoint has no ``/tokenize`` (another engine), nothing is counted and nothing
+is dropped, and the engine's own refusal is what the user sees. Where the
 endpoint has none of these routes (another engine), nothing is counted and nothing is dropped.
 """
 
@@ -53,7 +55,6 @@ class ContextWindow:
         self.told = False  # the user has been told that old turns are left out
         self.counting = True  # False once the endpoint turns out to have no /tokenize
         self._counts: dict[str, int] = {}
-        self._asked = context is not None
         self._sent: tuple[int, int] | None = None  # (content tokens, messages) of the last request
 
     def engine(self, method: str, route: str, body: dict[str, Any] | None = None) -> Any:
@@ -92,19 +93,10 @@ class ContextWindow:
         """A reply's token count, from the stream's usage: it need not be counted again."""
         self._counts.setdefault(text, tokens)
 
-    def size(self) -> int | None:
-        if not self._asked:
-            self._asked = True
-            props = self.engine("GET", "/props")
-            settings = props.get("default_generation_settings") if isinstance(props, dict) else None
-            n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
-            self.context = n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else None
-        return self.context
-
     def fit(self, pieces: list[Piece], *, history: int, reply: int, model: str) -> None:
         """Move ``start`` past the oldest turns that do not fit; ``pieces`` are the kept pieces and
         the ``history`` messages, in request order. Raises ContextFull if the kept ones alone do not."""
-        context = self.size()
+        context = self.context
         if context is None or not self.counting:
             return
         counts = [self.count(p.text) for p in pieces]
