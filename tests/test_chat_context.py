@@ -123,6 +123,21 @@ def prompt_tokens(line: str) -> int:
     return int(match.group(1))
 
 
+def test_the_gateway_passes_two_engine_routes_and_only_as_post(server: LocalServer, base: str) -> None:
+    import httpx
+
+    [dep] = [d for d in json.loads(server.cli("ps", "--json").stdout) if d["model"] == base]
+    endpoint = dep["endpoint"]
+    with httpx.Client(timeout=30) as http:
+        tokens = http.post(f"{endpoint}/tokenize", json={"content": "The sea is wide", "add_special": False})
+        assert tokens.status_code == 200 and len(tokens.json()["tokens"]) >= 4
+        rendered = http.post(f"{endpoint}/apply-template", json={"messages": [{"role": "user", "content": "hi"}]})
+        assert rendered.status_code == 200 and "hi" in rendered.json()["prompt"]
+        for path in ("tokenize", "apply-template", "props"):
+            assert http.get(f"{endpoint}/{path}").status_code == 404, path
+        assert http.post(f"{endpoint}/props", json={}).status_code == 404  # POST /props would change the engine
+
+
 # A base model
 
 
