@@ -192,7 +192,7 @@ class ChatSession:
         """What the next request holds, message by message, for the window to count and trim."""
         if self.mode == "text":
             return [Piece(self._text_prompt(user_text), keep=True)]
-        render = _transcript_line if self.mode == "transcript" else _content
+        render = _transcript_line if self.mode == "transcript" else _spoken
         pieces = []
         if self.system:
             pieces.append(Piece(f"{self.system}\n\n" if self.mode == "transcript" else self.system, keep=True))
@@ -347,10 +347,6 @@ def _spoken(message: dict[str, Any]) -> str:
     if message["role"] == "assistant" and (message.get("interrupted") or content.endswith(INTERRUPTED_MARK)):
         return content.removesuffix(INTERRUPTED_MARK)
     return content
-
-
-def _content(message: dict[str, Any]) -> str:
-    return _spoken(message)
 
 
 def _transcript_line(message: dict[str, Any]) -> str:
