@@ -60,17 +60,18 @@ TPS_RATIO_TARGET = 0.97
 TTFT_ADDED_MS_TARGET = 15.0
 
 DESCRIPTION = (
-    'One-shot `kamiwaza run gemma-3-270m-q4_k_m "PROMPT" --json --max-tokens 128 --seed 1 --temperature 0` '
-    "on the local server (the small gemma GGUF from PyPI, pulled as a local file, deployed once), against the "
-    "official `openai` Python client streaming the same request (the model is a base model: the prompt as text "
-    "to the completions route, same parameters) from the endpoint `kamiwaza ps --json` gives, and straight from a second llama.cpp engine "
-    "process on the same file (the engine alone), in the same runs. The CLI's figures are the ones "
-    "it reports in its JSON (measured inside the process after start-up); the client's are measured the same "
-    "way: TTFT from the request to the first content token, tokens/s = (content events - 1) / (last - first "
-    "arrival). Variants are interleaved round-robin; measurements during which other processes used more than "
-    "10% of a core are retried. The client variants end with a one-token request of the same prompt, so that "
-    "every measured request finds the engine in the same state. The chat's window step (counting a new "
-    "message's tokens) is timed on its own in the same rotation (`bench/run.py`)."
+    'One-shot `kamiwaza run gemma-3-270m-q4_k_m "PROMPT" --json --max-tokens 128 --seed 1 --temperature 0` on'
+    " the local server (the small gemma GGUF from PyPI, pulled as a local file, deployed once), against the "
+    "official `openai` Python client streaming the same request (the model is a base model: the prompt as "
+    "text to the completions route, same parameters) from the endpoint `kamiwaza ps --json` gives, and "
+    "straight from a second llama.cpp engine process on the same file (the engine alone), in the same runs. "
+    "The CLI's figures are the ones it reports in its JSON (measured inside the process after start-up); the "
+    "client's are measured the same way: TTFT from the request to the first content token, tokens/s = "
+    "(content events - 1) / (last - first arrival). Variants are interleaved round-robin; measurements during"
+    " which other processes used more than 10% of a core are retried. The client variants end with a one-"
+    "token request of the same prompt, so that every measured request finds the engine in the same state. The"
+    " chat's window step (counting a new message's tokens) is timed on its own in the same rotation "
+    "(`bench/run.py`)."
 )
 
 
