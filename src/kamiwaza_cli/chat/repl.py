@@ -51,7 +51,6 @@ class Repl:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self._prompt: Any = None
-        session.notify = self.say  # "old turns are left out", once per session
 
     # I/O
     def say(self, text: str) -> None:
@@ -106,6 +105,7 @@ class Repl:
 
     # The loop
     def run(self) -> int:
+        self.session.notify = self.say  # "old turns are left out", once per session
         while True:
             message = self.read_message()
             if message is None:
