@@ -238,5 +238,6 @@ def test_a_prompt_longer_than_the_context_is_one_line_with_the_counts(server: Lo
     r = server.cli("run", MODEL, "Summarize", "--max-tokens", "4", input="the sea is wide and blue. " * 3000)
     assert r.exit_code == 2
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("Error:")]
-    assert len(errors) == 1 and "exceeds the available context size (4096 tokens)" in errors[0], r.stderr
-    assert "Traceback" not in r.stderr and "→ shorten the input" in r.stderr
+    # counted before sending: the prompt's tokens and the context, and the fix
+    assert len(errors) == 1 and "tokens but the model's context is 4096 tokens" in errors[0], r.stderr
+    assert "Traceback" not in r.stderr and "--ctx N) or shorten the input" in r.stderr
