@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ENGINE := $(VENV)/bin/llama-server
 ENGINE_BUILD := src/kamiwaza_cli/server/engines/build.py
 
-.PHONY: install test demo lint bench bench-install clean docs
+.PHONY: install test coverage demo lint bench bench-install clean docs
 
 # The Python packages and the engine build side by side: pip mostly waits on the network.
 install:
@@ -26,8 +26,27 @@ $(STAMP): pyproject.toml | $(PY)
 $(ENGINE): $(ENGINE_BUILD) | $(PY)
 	$(PYTHON) $(ENGINE_BUILD) --bin-dir $(VENV)/bin
 
+# Two phases: everything without a bound in time on two workers (one test module per worker, so
+# a module's shared server and deployment are set up once), then the `timing` tests alone, as the
+# machine they assert about. `pytest` on its own runs everything in one process.
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile -m "not timing"
+
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_PARALLEL)
+	$(PY) -m pytest -q -m timing
+
+# Line and branch coverage of the same two phases, servers and CLI subprocesses included.
+# (An absolute data file: servers and engines' parents do not share the test's working directory.)
+coverage: export COVERAGE_FILE := $(CURDIR)/.coverage-data/coverage
+coverage: install
+	rm -rf .coverage-data && mkdir .coverage-data
+	$(PY) -m coverage run -m pytest -q $(PYTEST_PARALLEL)
+	$(PY) -m coverage run -m pytest -q -m timing
+	$(PY) -m coverage combine -q
+	$(PY) -m coverage report --format=total
+	$(PY) -m coverage json -q -o .coverage-data/coverage.json
+	$(PY) scripts/coverage_summary.py .coverage-data/coverage.json
 
 lint: install
 	$(VENV)/bin/ruff check src tests
@@ -55,4 +74,4 @@ bench-install: install
 	$(PY) -m bench.report
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage-data

@@ -51,9 +51,13 @@ _SCRUB = (
     "KAMIWAZA_MAX_CONNECTIONS",
     "KAMIWAZA_MAX_ENGINES",
     "KAMIWAZA_MEMORY_AVAILABLE_BYTES",
+    "KAMIWAZA_ENGINE_LOG_BYTES",
     "KAMIWAZA_DISK_RESERVE_BYTES",
     "HF_TOKEN",
     "NO_COLOR",
+    # a terminal's size comes from the terminal (pexpect sets it); pytest-xdist exports 80x24
+    "COLUMNS",
+    "LINES",
 )
 
 
@@ -206,6 +210,17 @@ def make_server(tmp: Path, hub_url: str | None) -> LocalServer:
     return LocalServer(tmp, port, env)
 
 
+def start_with_user(tmp: Path, user: str, password: str, hub_url: str | None = None) -> LocalServer:
+    """A started server that offers ``kamiwaza login`` for one user; the CLI side's environment then
+    drops the user's secrets again (the server has them, the CLI never sees them)."""
+    srv = make_server(tmp, hub_url)
+    srv.env.update(KAMIWAZA_LOCAL_USER=user, KAMIWAZA_LOCAL_PASSWORD=password)
+    srv.start()
+    for key in ("KAMIWAZA_LOCAL_USER", "KAMIWAZA_LOCAL_PASSWORD"):
+        srv.env.pop(key)
+    return srv
+
+
 @pytest.fixture(scope="module")
 def server(hub: FakeHub, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     srv = make_server(tmp_path_factory.mktemp("home"), hub.url)
@@ -249,6 +264,10 @@ class Watched:
                 if (self._err and self._err[-1] == "") or left <= 0:
                     raise AssertionError(f"{text!r} never came on stderr: {''.join(self._err)}")
                 self._seen.wait(left)
+
+    def stdout_so_far(self) -> str:
+        with self._seen:
+            return "".join(self._out)
 
     def communicate(self, timeout: float) -> tuple[str, str]:
         self.proc.wait(timeout)

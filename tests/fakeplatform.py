@@ -12,6 +12,7 @@ the command through the click context's meta (``PLATFORM_FACTORY``), nothing glo
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from click.testing import CliRunner, Result
 from kamiwaza_cli import quantization
 from kamiwaza_cli.errors import AuthError, DownloadFailed, NotFound, UsageError
 from kamiwaza_cli.platform import (
+    AccessToken,
     Deployment,
     DownloadStarted,
     DownloadStatus,
@@ -34,6 +36,7 @@ from kamiwaza_cli.platform import (
     ModelFacts,
     ModelFile,
     ModelUnavailable,
+    NewAccessToken,
     QuantizationUnavailable,
     Tokens,
     User,
@@ -107,6 +110,7 @@ class FakePlatform:
         self._models: dict[str, _Model] = {}
         self._deps: dict[str, dict[str, Any]] = {}
         self._logs: dict[str, list[str]] = {}
+        self._tokens: dict[str, AccessToken] = {}
         self.model_facts: dict[str, list[ModelFacts]] = {}  # model id -> what its file headers say
         self.config_extra: dict[str, dict[str, Any]] = {}  # model id -> more keys of its default config
 
@@ -147,6 +151,23 @@ class FakePlatform:
     def whoami(self) -> User:
         self.calls.append("whoami")
         return User("tester", "sub-1", "tester@example.com", ("users",), ("admin",))
+
+    def create_token(self, name: str | None, ttl_seconds: int | None, scope: str | None = None) -> NewAccessToken:
+        self.calls.append("create_token")
+        jti = _id("jti")
+        record = AccessToken(jti, name, "tester", "2025-01-01T00:00:00+00:00", 1_900_000_000 if ttl_seconds else None)
+        self._tokens[jti] = record
+        return NewAccessToken(f"secret-{jti}", record)
+
+    def tokens(self) -> list[AccessToken]:
+        self.calls.append("tokens")
+        return list(self._tokens.values())
+
+    def revoke_token(self, jti: str) -> None:
+        self.calls.append("revoke_token")
+        if jti not in self._tokens:
+            raise NotFound(f"Personal access token {jti} not found")
+        self._tokens[jti] = dataclasses.replace(self._tokens[jti], revoked=True)
 
     def ping(self) -> dict[str, Any]:
         self.calls.append("ping")
@@ -291,7 +312,13 @@ class FakePlatform:
         return self._record(deployment_id)
 
     def deploy(
-        self, model_id: str, *, port: int | None = None, parallel: int | None = None, force_cpu: bool = False
+        self,
+        model_id: str,
+        *,
+        port: int | None = None,
+        parallel: int | None = None,
+        force_cpu: bool = False,
+        context: int | None = None,
     ) -> str:
         self.calls.append("deploy")
         model = self._models[model_id]
@@ -303,6 +330,7 @@ class FakePlatform:
             "polls": 0,
             "port": port,
             "slots": parallel or 4,
+            "context_per_slot": context or 4096,
             "force_cpu": force_cpu,
         }
         self._logs[dep_id] = ["loading model", "server listening"]
@@ -312,7 +340,7 @@ class FakePlatform:
         self.calls.append("stop")
         self._deps[deployment_id]["status"] = "STOPPED"
 
-    def logs(self, deployment_id: str) -> Logs:
+    def logs(self, deployment_id: str, *, lines: int | None = None, since: int | None = None) -> Logs:
         self.calls.append("logs")
         if deployment_id not in self._logs:
             raise NotFound(f"deployment {deployment_id} not found")
@@ -368,11 +396,18 @@ class FakeCli:
         self.platform = platform
         self.env = env or {}
 
-    def invoke(self, *args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
+    def invoke(
+        self, *args: str, input: str | None = None, env: dict[str, str] | None = None, environment: Any = None
+    ) -> Result:
+        """``environment``: an ``output.Environment`` the commands write to instead of the runner's
+        streams (how a test plays a terminal without a pty or any patching)."""
+        from kamiwaza_cli.cli.connection import PLATFORM_FACTORY
         from kamiwaza_cli.cli.main import cli
-        from kamiwaza_cli.cli.models import PLATFORM_FACTORY
+        from kamiwaza_cli.cli.output import ENVIRONMENT
 
         parent = click.Context(click.Command("tests"))
         parent.meta[PLATFORM_FACTORY] = lambda ctx, anonymous: self.platform
+        if environment is not None:
+            parent.meta[ENVIRONMENT] = environment
         runner = CliRunner()
         return runner.invoke(cli, list(args), input=input, env={**self.env, **(env or {})}, parent=parent)

@@ -272,7 +272,7 @@ def test_a_conversation_longer_than_the_context_leaves_out_its_oldest_turns(
     oldest turns out of the request, says so once, and answers; the transcript keeps them all."""
     long = tmp_path / "long.json"
     history = [
-        {"role": "user", "content": "the sea is wide and blue. " * 1000},
+        {"role": "user", "content": "the sea is wide and blue. " * 2000},  # ~14k tokens: past the default 8192
         {"role": "assistant", "content": "Yes."},
     ]
     long.write_text(json.dumps({"version": 1, "model": MODEL, "system": "", "parameters": {}, "messages": history}))

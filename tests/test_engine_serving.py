@@ -20,6 +20,9 @@ import psutil
 import pytest
 from conftest import LocalServer, first_token_seconds
 
+# Bounds in time: `make test` runs this module after the parallel phase, alone (pyproject markers).
+pytestmark = pytest.mark.timing
+
 MODEL = "gemma-3-270m-q4_k_m"
 CHAT = [{"role": "user", "content": "Write a long story about the sea."}]
 
@@ -238,6 +241,56 @@ def test_a_prompt_longer_than_the_context_is_one_line_with_the_counts(server: Lo
     r = server.cli("run", MODEL, "Summarize", "--max-tokens", "4", input="the sea is wide and blue. " * 3000)
     assert r.exit_code == 2
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("Error:")]
+    context = four["context_per_slot"]
     # counted before sending: the prompt's tokens and the context, and the fix
-    assert len(errors) == 1 and "tokens but the model's context is 4096 tokens" in errors[0], r.stderr
+    assert len(errors) == 1 and f"tokens but the model's context is {context} tokens" in errors[0], r.stderr
     assert "Traceback" not in r.stderr and "--ctx N) or shorten the input" in r.stderr
+
+
+def test_serve_ctx_sets_the_context_per_slot_within_the_trained_length(server: LocalServer, four: dict) -> None:
+    """--ctx travels as a model config (the platform's deploy request has no such field) to the engine."""
+    assert four["context_per_slot"] == 8192  # no context asked: 8192 fits this machine (trained: 32768)
+    r = server.cli("serve", MODEL, "--ctx", "2048", "--json")
+    assert r.exit_code == 0, r.stderr
+    dep = json.loads(r.stdout)
+    try:
+        assert dep["context_per_slot"] == 2048 and dep["id"] != four["id"]
+        argv = psutil.Process(int(server.sdk().get(f"/serving/deployment/{dep['id']}")["pid"])).cmdline()
+        assert argv[argv.index("--ctx-size") + 1] == str(4 * 2048)
+        assert "4×2048" in server.cli("ps").stdout
+        again = server.cli("serve", MODEL, "--ctx", "2048")
+        assert again.exit_code == 0 and "Using existing deployment" in again.stderr
+        configs = json.loads(server.cli("show", MODEL, "--json").stdout)["configs"]
+        assert [c["config"] for c in configs if "n_ctx" in c["config"]] == [{"n_ctx": 2048}]  # made once, reused
+        for asked, words in (("40000", "more than the 32768"), ("100", "100 is not in the range")):
+            bad = server.cli("serve", MODEL, "--ctx", asked)
+            errors = [ln for ln in bad.stderr.splitlines() if ln.startswith("Error:")]
+            assert bad.exit_code == 2 and len(errors) == 1 and words in errors[0], bad.stderr
+            assert "Traceback" not in bad.stderr
+        configs = json.loads(server.cli("show", MODEL, "--json").stdout)["configs"]
+        assert [c["config"] for c in configs if "n_ctx" in c["config"]] == [{"n_ctx": 2048}]  # none left by 40000
+    finally:
+        server.cli("stop", dep["id"])
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_ps_on_a_terminal_fits_its_width_with_the_endpoint_whole_on_its_own_line(
+    server: LocalServer, four: dict, width: int
+) -> None:
+    import re
+    import sys
+
+    import pexpect
+
+    env = {**server.env, "KAMIWAZA_BASE_URL": server.url, "TERM": "xterm"}
+    child = pexpect.spawn(
+        sys.executable, ["-m", "kamiwaza_cli", "ps"], env=env, encoding="utf-8", timeout=60, dimensions=(40, width)
+    )
+    child.expect(pexpect.EOF)
+    child.close()
+    lines = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", str(child.before)).replace("\r", "").splitlines()
+    endpoint = f"http://127.0.0.1:{server.port}/runtime/models/{four['id']}/v1"
+    assert child.exitstatus == 0 and f"  {endpoint}" in lines, lines  # whole, on its own line
+    assert all(len(ln) <= width for ln in lines if not ln.startswith("  http://")), lines  # endpoints aside
+    [row] = [ln for ln in lines if ln.split()[:2] == [MODEL, four["id"][:8]]]
+    assert "● RUNNING" in row and f"4×{four['context_per_slot']}" in row

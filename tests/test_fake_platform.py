@@ -7,11 +7,14 @@ real HTTP against the local server; these pin the CLI's own behaviour on top of 
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
 from fakeplatform import FakeCli, FakePlatform, HubRepo
+
+from kamiwaza_cli.cli.output import Environment
 
 TINY = "kamiwaza-test/tiny-GGUF"
 TINY_FILES = {"tiny-Q4_K_M.gguf": 4000, "tiny-Q6_K.gguf": 6000, "tiny-Q8_0.gguf": 8000}
@@ -33,6 +36,36 @@ def fake() -> FakePlatform:
 @pytest.fixture
 def kw(fake: FakePlatform, tmp_path: Path) -> FakeCli:
     return FakeCli(fake, env={"KAMIWAZA_HOME": str(tmp_path)})
+
+
+def _environment(*, terminal: bool, stdin: str = "") -> tuple[Environment, io.StringIO, io.StringIO]:
+    out, err = io.StringIO(), io.StringIO()
+    return Environment(io.StringIO(stdin), out, err, terminal, terminal, terminal, no_color=True), out, err
+
+
+def test_one_output_per_command_over_an_injected_environment(fake: FakePlatform, kw: FakeCli) -> None:
+    """The commands write only through the Environment they are handed: a terminal gets rich's table,
+    a pipe plain columns, --json the result alone, -q no status lines, all with nothing patched."""
+    fake.add_model(TINY, {"tiny-Q4_K_M.gguf": 4000})
+    env, out, err = _environment(terminal=True)
+    r = kw.invoke("list", environment=env)
+    assert r.exit_code == 0 and r.stdout == ""  # nothing reached the process's own streams
+    assert "\x1b[1m" in out.getvalue() and "MODEL" in out.getvalue()  # rich's bold header, no colour
+    env, out, err = _environment(terminal=False)
+    assert kw.invoke("list", environment=env).exit_code == 0
+    assert "\x1b" not in out.getvalue() and out.getvalue().split()[:2] == ["MODEL", "REPO"]
+    env, out, err = _environment(terminal=True)
+    assert kw.invoke("ps", "--json", environment=env).exit_code == 0
+    assert json.loads(out.getvalue()) == [] and err.getvalue() == ""
+    env, out, err = _environment(terminal=False)
+    assert kw.invoke("-q", "ps", environment=env).exit_code == 0
+    assert out.getvalue() == err.getvalue() == ""  # "Nothing is running" is a status line
+    env, out, err = _environment(terminal=False)
+    assert kw.invoke("ps", environment=env).exit_code == 0 and "Nothing is running" in err.getvalue()
+    # stdin is the environment's too: a token piped to login
+    env, out, err = _environment(terminal=False, stdin="kw-token-from-a-pipe\n")
+    r = kw.invoke("login", "--token", environment=env)
+    assert fake.api_key == "kw-token-from-a-pipe", (r.exit_code, r.stderr, err.getvalue())
 
 
 # list / show

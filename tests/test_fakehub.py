@@ -143,6 +143,7 @@ def test_range_requests(hub, blob):
     assert hub.requests[-2][2]["RANGE"] == f"bytes={len(data)}-"  # case-insensitive header lookup
 
 
+@pytest.mark.timing
 def test_rate_limit_applies_and_changes_mid_download(hub, blob):
     size = len(blob[1])
     hub.rate_limit = size // 4  # the whole file would take ~4 s at this rate

@@ -79,6 +79,7 @@ def test_real_model_long_arrays_are_summarised_short_kept(gemma: GGUFInfo) -> No
     assert gemma.metadata["tokenizer.ggml.add_bos_token"] is True
 
 
+@pytest.mark.timing
 def test_real_model_header_reads_fast(gemma_path: Path) -> None:
     read_gguf(gemma_path)  # warm the page cache
     start = time.perf_counter()

@@ -121,9 +121,11 @@ def test_an_unreadable_file_counts_at_its_size_with_no_kv(tmp_path: Path) -> Non
     assert (est.weights, est.kv_cache, est.prompt_cache, est.compute) == (10_000, 0, 0, memory.COMPUTE_BASE)
 
 
-def test_the_context_is_capped_at_the_trained_length_before_anything_is_estimated(tmp_path: Path) -> None:
+def test_a_context_above_the_trained_length_is_refused_before_anything_is_estimated(tmp_path: Path) -> None:
     model = write_gguf(tmp_path / "m.gguf", LLAMA, TENSORS)
-    est = estimate_deployment(model, {"n_ctx": 10**9}, None, None)
+    with pytest.raises(EngineUnavailable, match="more than the 2048 this model was trained for"):
+        estimate_deployment(model, {"n_ctx": 10**9}, None, None)
+    est = estimate_deployment(model, {}, None, None)  # no context asked: the default, capped at 2048
     assert (est.slots, est.context_per_slot) == (4, 2048)
     assert est.kv_cache == 4 * 2048 * 4 * 2 * 64 * 2
     with pytest.raises(EngineUnavailable, match="n_ctx"):

@@ -175,6 +175,7 @@ def broken_engine(hub: FakeHub, gemma_path: Path, tmp_path: Path) -> Iterator[Lo
     srv.stop()
 
 
+@pytest.mark.timing
 def test_a_spawn_that_fails_is_failed_within_a_second_with_the_reason(broken_engine: LocalServer) -> None:
     api = httpx.Client(base_url=broken_engine.url, timeout=30)
     model = next(m for m in api.get("/models/").json() if m["name"] == "gemma-3-270m-q4_k_m")

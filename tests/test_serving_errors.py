@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import LocalServer
-from ggufgen import write_tiny_gguf
+from conftest import LocalServer, make_server
+from fakehub import FakeHub
+from ggufgen import INT32, UINT16, write_tiny_gguf
 from reliability.support import engine_pids
 
 
@@ -29,18 +31,94 @@ def gemma(server: LocalServer, gemma_path: Path) -> str:
     return "gemma-3-270m-q4_k_m"
 
 
-def test_model_that_fails_to_load(server: LocalServer, tmp_path: Path) -> None:
-    # A valid GGUF header with no real weights: llama.cpp refuses to load it.
-    broken = write_tiny_gguf(tmp_path / "broken-Q4_K_M.gguf", name="broken")
-    assert server.cli("pull", str(broken)).exit_code == 0
-    r = server.cli("serve", "broken-Q4_K_M")
-    assert r.exit_code == 1
-    lines = r.stderr.splitlines()
-    assert any(ln.startswith("Error: broken-Q4_K_M failed to deploy (MODEL_LOADING_FAILURE)") for ln in lines)
-    assert any(ln.startswith("  | ") for ln in lines)  # the engine's last log lines
-    assert "kamiwaza logs" in lines[-1]
+def _one_error(stderr: str) -> tuple[str, str]:
+    """The error line and the next-step line of a failed command; nothing else of the engine's log."""
+    lines = [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("🚀")]
+    assert len(lines) == 2 and lines[0].startswith("Error: ") and lines[1].startswith("  → "), stderr
+    assert "Traceback" not in stderr and "  | " not in stderr, stderr
+    return lines[0], lines[1]
+
+
+def _bad_architecture(tmp: Path, server: LocalServer) -> str:
+    write_tiny_gguf(tmp / "alien-Q4_K_M.gguf", arch="mysteryarch")
+    assert server.cli("pull", str(tmp / "alien-Q4_K_M.gguf")).exit_code == 0
+    return "alien-Q4_K_M"
+
+
+def _missing_split_part(tmp: Path, server: LocalServer) -> str:
+    # The first of three parts, as llama.cpp's gguf-split names and marks them; the others never came.
+    split = {"split.no": (UINT16, 0), "split.count": (UINT16, 3), "split.tensors.count": (INT32, 3)}
+    write_tiny_gguf(tmp / "halves-00001-of-00003.gguf", extra_metadata=split)
+    assert server.cli("pull", str(tmp / "halves-00001-of-00003.gguf")).exit_code == 0
+    return "halves-00001-of-00003"
+
+
+def _corrupt_on_disk(tmp: Path, server: LocalServer) -> str:
+    # Whole when pulled (pull checks the file), cut short on disk afterwards.
+    write_tiny_gguf(tmp / "rotten-Q4_K_M.gguf", n_floats=4096)
+    assert server.cli("pull", str(tmp / "rotten-Q4_K_M.gguf")).exit_code == 0
+    [blob] = (server.home / "models").rglob("rotten-Q4_K_M.gguf")
+    blob.write_bytes(blob.read_bytes()[:-8000])
+    return "rotten-Q4_K_M"
+
+
+@pytest.mark.parametrize(
+    ("make", "cause", "step"),
+    [
+        (
+            _bad_architecture,
+            "this llama.cpp does not support the model architecture 'mysteryarch'",
+            "KAMIWAZA_LLAMA_SERVER",
+        ),
+        (_missing_split_part, "a part of the split model is missing: halves-00002-of-00003.gguf", "kamiwaza rm"),
+        (_corrupt_on_disk, "the model file is corrupt or incomplete", "kamiwaza rm rotten-Q4_K_M"),
+    ],
+    ids=["architecture", "split", "corrupt"],
+)
+def test_a_model_the_engine_cannot_load_is_one_line_with_the_cause_and_the_next_step(
+    server: LocalServer, tmp_path: Path, make: Callable[[Path, LocalServer], str], cause: str, step: str
+) -> None:
+    name = make(tmp_path, server)
+    for command in (("serve", name), ("run", name, "Hello")):
+        r = server.run(*command)
+        assert r.returncode == 1, r.stderr
+        error, hint = _one_error(r.stderr)
+        assert error.startswith(f"Error: {name} failed to deploy (MODEL_LOADING_FAILURE): {cause}"), error
+        assert step in hint, hint
+    debug = server.run("--debug", "serve", name)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr  # only with --debug
     assert "✖ FAILED" in server.cli("ps").stdout
     assert _active(server) == [] and _engine_pids(server) == []
+    server.cli("rm", name)
+
+
+def test_an_engine_that_runs_out_of_memory_says_so_with_the_size_and_the_fix(
+    hub: FakeHub, gemma_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A machine with 1.5 GB for the engine (its address space limited by ulimit -v, the real
+    llama-server run by a wrapper), and an admission budget that lets the deploy through: 32 slots
+    of 32768 tokens need a 3 GiB KV cache, which llama.cpp fails to allocate."""
+    from kamiwaza_cli.server.engines.llamacpp import find_binary
+
+    tmp = tmp_path_factory.mktemp("oom")
+    wrapper = tmp / "llama-server-1500m"
+    wrapper.write_text(f'#!/bin/sh\nulimit -v 1500000\nexec "{find_binary()}" "$@"\n')
+    wrapper.chmod(0o755)
+    srv = make_server(tmp / "home", hub.url)
+    srv.env.update(KAMIWAZA_LLAMA_SERVER=str(wrapper), KAMIWAZA_MEMORY_AVAILABLE_BYTES=str(64 << 30))
+    srv.start()
+    try:
+        assert srv.cli("pull", str(gemma_path)).exit_code == 0
+        r = srv.run("serve", "gemma-3-270m-q4_k_m", "--parallel", "32", "--ctx", "32768")
+        assert r.returncode == 1, r.stderr
+        error, hint = _one_error(r.stderr)
+        # Where the limit bites (the KV cache, or mapping the weights) depends on the address space.
+        assert "failed to deploy (OOM): the engine ran out of memory: it could not allocate " in error
+        assert "--ctx" in hint and "--parallel 1" in hint and "kamiwaza stop" in hint
+        assert engine_pids(srv.home) == []
+    finally:
+        srv.stop()
+        shutil.rmtree(srv.home, ignore_errors=True)
 
 
 def test_model_files_missing_on_disk(server: LocalServer, tmp_path: Path, gemma_path: Path) -> None:

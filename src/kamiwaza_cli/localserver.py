@@ -65,6 +65,33 @@ def ping(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def is_recorded_server(url: str, info: ServerInfo) -> bool:
+    """True when ``url`` reaches ``info``'s server (this home's, running): a loopback host on its port."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.port == info.port and is_loopback(parts.hostname or "")
+
+
+def serves_here(url: str, answer: dict[str, object]) -> bool:
+    """True when ``answer`` (the ``/ping`` of the server at ``url``) is a local server running on
+    this machine: it says it is one and names its state directory, and that directory's
+    ``server.json`` here records a live process on the URL's port. A URL string never decides it:
+    any port or host name that reaches such a server is local, and a look-alike elsewhere is not."""
+    from urllib.parse import urlsplit
+
+    home = answer.get("home")
+    if answer.get("server") != "kamiwaza-local" or not isinstance(home, str) or not home:
+        return False
+    try:
+        data = json.loads(state_path(Path(home)).read_text())
+        port, pid = int(data["port"]), int(data["pid"])
+        wanted = urlsplit(url).port
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return port == wanted and _alive(pid)
+
+
 def _alive(pid: int) -> bool:
     return portable.process_alive(pid)
 

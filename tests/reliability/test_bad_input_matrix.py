@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
-from conftest import TINY_REPO, LocalServer, free_port, make_server
+from conftest import TINY_REPO, LocalServer, free_port, start_with_user
 from reliability.support import ACTIVE, GEMMA_LOCAL, catalog, one_error, tree
 
 USER, PASSWORD = "grace", "a long local password 42"
@@ -54,11 +54,7 @@ def busy_port() -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    srv = make_server(tmp_path_factory.mktemp("auth-home"), None)
-    srv.env.update(KAMIWAZA_LOCAL_USER=USER, KAMIWAZA_LOCAL_PASSWORD=PASSWORD)
-    srv.start()
-    for key in ("KAMIWAZA_LOCAL_USER", "KAMIWAZA_LOCAL_PASSWORD"):
-        srv.env.pop(key)  # the CLI side never sees the server's secrets
+    srv = start_with_user(tmp_path_factory.mktemp("auth-home"), USER, PASSWORD)
     yield srv
     srv.stop()
     shutil.rmtree(srv.home, ignore_errors=True)

@@ -42,6 +42,9 @@ from reliability.support import (
     stopped,
 )
 
+# Bounds in time: `make test` runs this module after the parallel phase, alone (pyproject markers).
+pytestmark = pytest.mark.timing
+
 Q6 = "gemma-3-270m-it-Q6_K.gguf"  # what `pull GEMMA_REPO` fetches (default quantization q6_k)
 
 

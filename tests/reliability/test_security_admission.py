@@ -20,10 +20,14 @@ from pathlib import Path
 
 import httpx
 import openai
+import psutil
 import pytest
 from conftest import LocalServer, first_token_seconds, make_server, wait_for
 from fakehub import FakeHub
 from reliability.support import ACTIVE, GEMMA_LOCAL, catalog, engine_pids, one_error, record
+
+# Bounds in time: `make test` runs this module after the parallel phase, alone (pyproject markers).
+pytestmark = pytest.mark.timing
 
 MIB = 1 << 20
 SIZE = re.compile(r"\d+(?:\.\d\d)? (?:MiB|GiB)")
@@ -148,12 +152,12 @@ def test_the_second_of_two_concurrent_over_memory_deploys_is_refused(
 
 
 def test_serve_shows_the_refusal_as_one_line_and_exits_1(srv: LocalServer, model_id: str) -> None:
-    """The real CLI: 64 slots of the default 4096 tokens cannot fit the budget."""
+    """The real CLI: 64 slots cannot fit the budget even at the smallest default context (512 tokens)."""
     rows_before = len(catalog(srv.home)["deployments"])
     r = srv.run("serve", GEMMA_LOCAL, "--parallel", "64")
     assert r.returncode == 1, (r.returncode, r.stderr)
     line = one_error(r.stderr)
-    _assert_one_line_with_numbers(line, "not enough memory", "64 slots x 4096 tokens", "--parallel")
+    _assert_one_line_with_numbers(line, "not enough memory", "64 slots x 512 tokens", "--parallel")
     assert r.stdout == ""
     assert len(catalog(srv.home)["deployments"]) == rows_before and not engine_pids(srv.home)
 
@@ -173,16 +177,17 @@ def test_a_burst_of_deploys_starts_no_more_engines_than_the_cap(
     assert len(engine_pids(srv.home)) == 2
 
 
-def test_an_absurd_context_is_capped_at_the_trained_length_and_refused_before_any_engine(
+def test_an_absurd_context_is_refused_with_the_trained_length_before_any_engine(
     srv: LocalServer, model_id: str, configs: dict[str, str]
 ) -> None:
     rows_before = len(catalog(srv.home)["deployments"])
     resp = _deploy(srv, model_id, configs["absurd"], slots=None)
-    assert resp.status_code == 409, resp.text
+    assert resp.status_code == 400, resp.text
     detail = resp.json()["detail"]
-    # 10**9 tokens asked; the model was trained for 32768, and 4 slots of that is what was weighed.
-    _assert_one_line_with_numbers(detail, "not enough memory", "4 slots x 32768 tokens", "n_ctx")
-    assert str(10**9) not in detail
+    # 10**9 tokens asked; the model was trained for 32768: the bound and the fix, nothing weighed.
+    assert "\n" not in detail and "Traceback" not in detail, detail
+    for words in (str(10**9), "more than the 32768", "--ctx 32768"):
+        assert words in detail, (words, detail)
     assert len(catalog(srv.home)["deployments"]) == rows_before and not engine_pids(srv.home)
 
 
@@ -211,3 +216,31 @@ def test_a_client_that_hangs_up_on_a_reply_that_is_not_streamed_frees_the_only_s
     # Half a polling interval is expected (0.1-0.6 s on a quiet machine); the margin is for a busy
     # one (1.9 s was seen with other engines running). A generation that went on would take minutes.
     assert after - idle < 2.5, (after, idle)
+
+
+def test_a_deployment_that_asks_no_context_gets_the_largest_that_fits_up_to_8192(
+    srv: LocalServer, model_id: str, gemma_path: Path
+) -> None:
+    """The default config asks for no context: the first deployment gets 8192 tokens (the budget holds
+    one of those), the second the largest halving of it that fits beside the first, not a refusal."""
+    from kamiwaza_cli.server.supervisor import estimate_deployment
+
+    budget = _budget(gemma_path)
+    first = httpx.post(f"{srv.url}/serving/deploy_model", json={"m_id": model_id, "max_concurrent_requests": 1})
+    assert first.status_code == 200, first.text
+    row = httpx.get(f"{srv.url}/serving/deployment/{first.json()}", timeout=30).json()
+    assert row["context_per_slot"] == 8192  # known at admission, before the engine runs
+    held = estimate_deployment(gemma_path, {}, 1, None, 8192).total
+    fits = [
+        c
+        for c in (4096, 2048, 1024, 512)
+        if estimate_deployment(gemma_path, {}, 1, None, c).without_weights <= budget - held
+    ]
+    expected = fits[0]
+    second = httpx.post(f"{srv.url}/serving/deploy_model", json={"m_id": model_id, "max_concurrent_requests": 1})
+    assert second.status_code == 200, second.text
+    assert httpx.get(f"{srv.url}/serving/deployment/{second.json()}", timeout=30).json()["context_per_slot"] == expected
+    # The engine is launched with the context chosen at admission.
+    dep = _wait_deployed(srv, second.json())
+    argv = psutil.Process(int(dep["pid"])).cmdline()
+    assert dep["context_per_slot"] == expected and argv[argv.index("--ctx-size") + 1] == str(expected)

@@ -300,6 +300,7 @@ def slow_srv(hub: FakeHub, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     shutil.rmtree(server.home, ignore_errors=True)
 
 
+@pytest.mark.timing
 def test_ten_slow_urls_do_not_hold_up_the_catalog(slow_srv: LocalServer, silent_port: int) -> None:
     srv = slow_srv
     urls = [f"http://127.0.0.1:{silent_port}/slow-{i}-{QUANT}.gguf" for i in range(10)]

@@ -33,6 +33,9 @@ import pytest
 from conftest import LocalServer, make_server
 from reliability.support import MB, record, rss_kb
 
+# Bounds in time: `make test` runs this module after the parallel phase, alone (pyproject markers).
+pytestmark = pytest.mark.timing
+
 KEY = "kw-http-front-key-4d2b8e"
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.0

@@ -24,6 +24,7 @@ HELP = """Available commands:
   /set system TEXT        set the system prompt (clears nothing)
   /set temperature X      sampling temperature, e.g. 0.7
   /set max_tokens N       longest reply, in tokens
+  /set num_ctx N          context size in tokens (redeploys the model)
   /set verbose | quiet    show or hide timings after each reply
   /show info | system | parameters
   /clear                  forget the conversation (keeps the system prompt)
@@ -42,12 +43,14 @@ class Repl:
         *,
         history_file: Path | None,
         reconnect: Callable[[], Any] | None = None,
+        set_context: Callable[[int], Any] | None = None,
         out: Any = None,
         err: Any = None,
     ) -> None:
         self.session = session
         self.history_file = history_file
         self.reconnect = reconnect  # returns a new OpenAI client bound to a fresh deployment
+        self.set_context = set_context  # returns a client bound to a deployment with that context
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self._prompt: Any = None
@@ -233,6 +236,8 @@ class Repl:
                     raise ValueError
                 s.max_tokens = n
                 self.say(f"Set max_tokens to {n}")
+            elif key == "num_ctx" and self.set_context is not None:
+                self._set_context(int(value))
             elif key == "verbose":
                 s.verbose = True
                 self.say("Set verbose mode: timings after each reply")
@@ -243,6 +248,15 @@ class Repl:
                 self.say(f"Unknown setting '{key}'. Type /? for help")
         except ValueError:
             self.say(f"Error: {value!r} is not a valid {key} (temperature: 0..2, max_tokens: a positive integer)")
+
+    def _set_context(self, tokens: int) -> None:
+        assert self.set_context is not None
+        try:
+            self.session.client = self.set_context(tokens)
+        except Exception as exc:  # noqa: BLE001 - the old deployment still answers; keep the session
+            self.say(f"Error: {getattr(exc, 'message', None) or exc}")
+            return
+        self.say(f"Set num_ctx to {tokens}")
 
     def _show(self, what: str) -> None:
         s = self.session

@@ -188,6 +188,11 @@ class ChatSession:
         self.messages.clear()
         self.window.start = 0
 
+    def resize(self, context: int | None) -> None:
+        """A new context size (/set num_ctx): which turns fit is decided afresh on the next turn."""
+        self.context = self.window.context = context
+        self.window.start = 0
+
     def _pieces(self, user_text: str) -> list[Piece]:
         """What the next request holds, message by message, for the window to count and trim."""
         if self.mode == "text":

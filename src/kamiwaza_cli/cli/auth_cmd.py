@@ -7,18 +7,18 @@ grant) and keeps the tokens mode 0600 in ``$KAMIWAZA_HOME/credentials.json``.
 from __future__ import annotations
 
 import math
-import sys
 
 import click
 
 from .. import credentials, workflows
 from ..errors import AuthError, UsageError
 from . import output
-from .models import _connect, json_option
+from .connection import connect
+from .output import json_option
 
 
 def _connect_anonymous(ctx: click.Context) -> workflows.Platform:
-    return _connect(ctx, anonymous=True)  # an expired stored session must not stop a new login
+    return connect(ctx, anonymous=True)  # an expired stored session must not stop a new login
 
 
 @click.command()
@@ -33,9 +33,11 @@ def _connect_anonymous(ctx: click.Context) -> workflows.Platform:
 @click.pass_context
 def login(ctx: click.Context, username: str | None, password_stdin: bool, token_flag: bool) -> None:
     """Log in to the platform and keep its tokens for the next commands."""
+    out = output.of(ctx)
     platform = _connect_anonymous(ctx)
     if token_flag:
-        token = (sys.stdin.readline() if not sys.stdin.isatty() else click.prompt("Token", hide_input=True)).strip()
+        piped = not out.env.stdin_isatty
+        token = (out.env.stdin.readline() if piped else click.prompt("Token", hide_input=True)).strip()
         if not token:
             raise UsageError("no token given", hint="pipe it in: echo $TOKEN | kamiwaza login --token")
         platform.api_key = token
@@ -50,12 +52,12 @@ def login(ctx: click.Context, username: str | None, password_stdin: bool, token_
                 "kind": "token",
             },
         )
-        output.info(f"✨ Logged in to {platform.url} as {user.username} (token)")
+        out.info(f"✨ Logged in to {platform.url} as {user.username} (token)")
         return
     if password_stdin:
         if not username:
             raise UsageError("--password-stdin needs --username")
-        password = sys.stdin.readline().rstrip("\n")
+        password = out.env.stdin.readline().rstrip("\n")
     else:
         username = username or click.prompt("Username")
         password = click.prompt("Password", hide_input=True)
@@ -73,40 +75,44 @@ def login(ctx: click.Context, username: str | None, password_stdin: bool, token_
             hint=f"wait {math.ceil(wait)} s, then: kamiwaza login" if wait else "wait a minute, then: kamiwaza login",
         ) from exc
     credentials.save(platform.url, credentials.record_from_token_response(resp, username, "password"))
-    output.info(f"✨ Logged in to {platform.url} as {username}")
+    out.info(f"✨ Logged in to {platform.url} as {username}")
 
 
 @click.command()
 @click.pass_context
 def logout(ctx: click.Context) -> None:
     """Forget the tokens stored for the platform."""
-    platform = _connect_anonymous(ctx)
+    out = output.of(ctx)
+    # Forgetting needs no server: a local one that is not running stays so.
+    platform = connect(ctx, anonymous=True, autostart=False)
     if credentials.delete(platform.url):
-        output.info(f"✨ Logged out of {platform.url}")
+        out.info(f"✨ Logged out of {platform.url}")
     else:
-        output.info(f"Not logged in to {platform.url}")
+        out.info(f"Not logged in to {platform.url}")
 
 
 @click.command()
 @json_option
 @click.pass_context
-def whoami(ctx: click.Context, as_json: bool) -> None:
+def whoami(ctx: click.Context) -> None:
     """Show who the platform thinks you are."""
-    platform = _connect(ctx)
+    out = output.of(ctx)
+    platform = connect(ctx)
     user = platform.whoami()
-    if as_json:
-        output.emit_json(
-            {
-                "username": user.username,
-                "sub": user.sub,
-                "email": user.email,
-                "groups": user.groups,
-                "roles": user.roles,
-                "platform": platform.url,
-            }
-        )
-        return
-    output.line(user.username)
-    details = ", ".join(x for x in [user.email or "", "roles: " + ", ".join(user.roles) if user.roles else ""] if x)
-    if details:
-        output.info(details)
+
+    def human() -> None:
+        out.line(user.username)
+        roles = "roles: " + ", ".join(user.roles) if user.roles else ""
+        details = ", ".join(x for x in [user.email or "", roles] if x)
+        if details:
+            out.info(details)
+
+    data = {
+        "username": user.username,
+        "sub": user.sub,
+        "email": user.email,
+        "groups": user.groups,
+        "roles": user.roles,
+        "platform": platform.url,
+    }
+    out.result(data, human)

@@ -10,6 +10,7 @@ import click
 from .. import config as settings
 from ..errors import UsageError
 from . import output
+from .output import json_option
 
 
 @click.group()
@@ -20,17 +21,19 @@ def config() -> None:
 @config.command("set-url")
 @click.argument("url")
 @click.option("--name", "-n", default="default", show_default=True, help="Name of this platform.")
-def set_url(url: str, name: str) -> None:
+@click.pass_context
+def set_url(ctx: click.Context, url: str, name: str) -> None:
     """Use the platform at URL (e.g. https://kamiwaza.example.com/api) from now on.
 
     URL `local` switches back to the embedded local server. Several platforms can be
     kept under different --name values; switch with `kamiwaza config use NAME`.
     """
+    out = output.of(ctx)
     data = settings.read_file()
     if url.strip().lower() in (settings.LOCAL, "default"):
         data["platform"] = settings.LOCAL
         path = settings.write_file(data)
-        output.info(f"✨ Using the local server ({settings.local_url()}); saved to {path}")
+        out.info(f"✨ Using the local server ({settings.local_url()}); saved to {path}")
         return
     if name == settings.LOCAL or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise UsageError(f"invalid platform name {name!r}: use letters, digits, '-', '_' or '.' (not 'local')")
@@ -43,38 +46,43 @@ def set_url(url: str, name: str) -> None:
     data["platforms"] = named
     data["platform"] = name
     path = settings.write_file(data)
-    output.info(f"✨ Platform {name} set to {normalized} and in use (saved to {path})")
+    out.info(f"✨ Platform {name} set to {normalized} and in use (saved to {path})")
 
 
 @config.command("use")
 @click.argument("name")
-def use(name: str) -> None:
+@click.pass_context
+def use(ctx: click.Context, name: str) -> None:
     """Switch to the platform NAME (`local` for the embedded local server)."""
     data = settings.read_file()
     url = settings.platform_url(name, data)
     data["platform"] = name
     settings.write_file(data)
-    output.info(f"✨ Using platform {name} ({url})")
+    output.of(ctx).info(f"✨ Using platform {name} ({url})")
 
 
 @config.command("platforms")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
-def list_platforms(as_json: bool) -> None:
+@json_option
+@click.pass_context
+def list_platforms(ctx: click.Context) -> None:
     """List the named platforms; the one in use is marked."""
     current = settings.current_platform().value
     rows = [{"name": settings.LOCAL, "url": settings.local_url(), "current": current == settings.LOCAL}]
     rows += [{"name": n, "url": u, "current": current == n} for n, u in sorted(settings.platforms().items())]
-    if as_json:
-        output.emit_json(rows)
-        return
-    output.table(["", "NAME", "URL"], [["*" if r["current"] else "", str(r["name"]), str(r["url"])] for r in rows])
+    out = output.of(ctx)
+    out.result(
+        rows,
+        lambda: out.table(
+            ["", "NAME", "URL"], [["*" if r["current"] else "", str(r["name"]), str(r["url"])] for r in rows]
+        ),
+    )
 
 
 @config.command("show")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
-def show(as_json: bool) -> None:
+@json_option
+@click.pass_context
+def show(ctx: click.Context) -> None:
     """Show each setting, its value and where it came from (flag, env, file, default)."""
-    ctx = click.get_current_context()
     root = ctx.find_root().params
     rows = []
     for r in settings.show():
@@ -84,10 +92,11 @@ def show(as_json: bool) -> None:
         elif r.key == "platform" and root.get("platform_name"):
             r = settings.current_platform(root.get("platform_name"))
         rows.append({"key": r.key, "env": settings.SETTINGS[r.key].env, "value": r.value, "source": r.source})
-    if as_json:
-        output.emit_json(rows)
-        return
-    output.table(
-        ["SETTING", "VALUE", "SOURCE", "ENV"],
-        [[str(r["key"]), str(r["value"] or "-"), str(r["source"]), str(r["env"])] for r in rows],
+    out = output.of(ctx)
+    out.result(
+        rows,
+        lambda: out.table(
+            ["SETTING", "VALUE", "SOURCE", "ENV"],
+            [[str(r["key"]), str(r["value"] or "-"), str(r["source"]), str(r["env"])] for r in rows],
+        ),
     )

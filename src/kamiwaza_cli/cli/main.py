@@ -89,6 +89,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "login": ("auth_cmd", "login", "Log in to the platform and keep its tokens for the next commands."),
     "logout": ("auth_cmd", "logout", "Forget the tokens stored for the platform."),
     "whoami": ("auth_cmd", "whoami", "Show who the platform thinks you are."),
+    "token": ("token_cmd", "token", "Personal access tokens: for scripts and other machines, revocable one by one."),
     "config": ("config_cmd", "config", "Show and change settings ($KAMIWAZA_HOME/config.json)."),
     "server": ("server_cmd", "server", "The embedded local server (a single-node Kamiwaza API on this machine)."),
     "completion": ("completion", "completion", "Print the shell completion script for SHELL (bash, zsh or fish)."),
@@ -182,8 +183,7 @@ def cli(
     With no URL configured, commands use the embedded local server
     (http://127.0.0.1:7777/api), starting it when needed.
     """
-    output.reset()
-    output.quiet = quiet
+    output.start(ctx, quiet)
     # --debug reaches commands in ctx.obj (Context.debug), never through the environment.
     ctx.obj = Context(url, debug or settings.debug_enabled(), platform_name, insecure, ca_bundle)
 

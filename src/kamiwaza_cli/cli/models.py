@@ -1,95 +1,19 @@
 """Model commands: ``pull``, ``list``/``ls``, ``show`` and ``rm``.
 
-Thin: parse flags, run a workflow, render its events and results. Progress bars are
-drawn here and only here (on stderr, and only on a terminal).
+Thin: parse flags, run a workflow, hand its result to the command's ``Output`` once (pull's
+progress is drawn by progress.py).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import click
 
 from .. import quantization, workflows
 from ..errors import EXIT_INTERRUPTED
 from . import completion, output
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
-
-PLATFORM_FACTORY = "kamiwaza.platform_factory"
-"""Key in ``click.Context.meta`` of a function (context, anonymous) -> Platform used instead of
-``workflows.connect``: how the tests run commands against a FakePlatform (a parent context given to
-``CliRunner.invoke(..., parent=ctx)`` shares its meta with the command's)."""
-
-
-def _connect(ctx: click.Context, anonymous: bool = False) -> workflows.Platform:
-    factory = ctx.meta.get(PLATFORM_FACTORY)
-    if factory is not None:
-        injected: workflows.Platform = factory(ctx, anonymous)
-        return injected
-    o = ctx.obj
-    platform, started = workflows.connect(
-        o.url, platform_flag=o.platform, insecure=o.insecure, ca_bundle=o.ca_bundle, anonymous=anonymous, debug=o.debug
-    )
-    if not platform.verify:
-        output.info(f"Warning: TLS certificate verification is off for {platform.url}")
-    if started:
-        output.info(f"Started the local server at {started.url}")
-    return platform
-
-
-class PullView:
-    """Draws pull events: rich bars on a terminal, a few plain lines otherwise."""
-
-    def __init__(self) -> None:
-        self.progress: Any = None
-        self.tasks: dict[str, Any] = {}
-        self.reported: dict[str, int] = {}
-
-    def start(self, event: workflows.PullStarted) -> None:
-        verb = "Watching the download of" if event.attached else "Downloading"
-        output.info(f"🚀 {verb} {event.name}...")
-        if output.stderr_is_tty() and not output.quiet:
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
-
-            self.progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TextColumn("{task.percentage:>3.0f}%"),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-                console=output.err_console(),
-                transient=False,
-            )
-            self.progress.start()
-        for f in event.files:
-            self.update(f)
-
-    def update(self, f: workflows.FileProgress) -> None:
-        if self.progress is not None:
-            if f.file_id not in self.tasks:
-                self.tasks[f.file_id] = self.progress.add_task(output.markup(f.name), total=f.total, completed=f.done)
-            self.progress.update(self.tasks[f.file_id], completed=f.done, total=f.total)
-            return
-        if not f.total:
-            return
-        quarter = min(4, f.done * 4 // f.total)
-        if quarter > self.reported.get(f.file_id, 0 if f.done < f.total else -1) or f.file_id not in self.reported:
-            self.reported[f.file_id] = quarter
-            output.info(f"  {f.name}: {quarter * 25}% ({output.human_size(f.done)} of {output.human_size(f.total)})")
-
-    def stop(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
+from .connection import connect
+from .output import human_size, json_option
+from .progress import PullView
 
 
 @click.command()
@@ -104,7 +28,7 @@ class PullView:
 @click.option("--cancel", is_flag=True, help="Cancel this model's download in the platform.")
 @json_option
 @click.pass_context
-def pull(ctx: click.Context, model: str, quant: str | None, cancel: bool, as_json: bool) -> None:
+def pull(ctx: click.Context, model: str, quant: str | None, cancel: bool) -> None:
     """Download MODEL into the platform, with a progress bar per file.
 
     MODEL is a catalog name (qwen2.5-7b-instruct), a repo id (Qwen/Qwen2.5-7B-Instruct-GGUF),
@@ -112,12 +36,13 @@ def pull(ctx: click.Context, model: str, quant: str | None, cancel: bool, as_jso
     The download runs in the platform: Ctrl+C detaches, and running the same command
     again watches it.
     """
-    platform = _connect(ctx)
+    out = output.of(ctx)
+    platform = connect(ctx)
     if cancel:
         m = workflows.cancel_pull(platform, model)
-        output.info(f"🛑 Download of {m.name} cancelled")
+        out.info(f"🛑 Download of {m.name} cancelled")
         return
-    view = PullView()
+    view = PullView(out)
     watching = None
     accepted = None
     try:
@@ -130,16 +55,14 @@ def pull(ctx: click.Context, model: str, quant: str | None, cancel: bool, as_jso
             elif isinstance(event, workflows.FileProgress):
                 view.update(event)
             elif isinstance(event, workflows.Stalled):
-                output.info(f"  no bytes received for {event.seconds:.0f} s; still waiting (Ctrl+C detaches)")
+                out.info(f"  no bytes received for {event.seconds:.0f} s; still waiting (Ctrl+C detaches)")
             elif isinstance(event, workflows.AlreadyDownloaded):
-                output.info(f"✨ {event.name} is already downloaded")
-                if as_json:
-                    output.emit_json(workflows.model_json(event.model))
+                out.info(f"✨ {event.name} is already downloaded")
+                out.result(workflows.model_json(event.model))
             elif isinstance(event, workflows.PullDone):
                 view.stop()
-                output.info("✨ Download complete!")
-                if as_json:
-                    output.emit_json(workflows.model_json(event.model))
+                out.info("✨ Download complete!")
+                out.result(workflows.model_json(event.model))
     except KeyboardInterrupt:
         view.stop()
         if watching is not None:
@@ -148,7 +71,7 @@ def pull(ctx: click.Context, model: str, quant: str | None, cancel: bool, as_jso
             name = accepted.repo_id
         else:
             raise
-        output.info(
+        out.info(
             f"\n{name} is still downloading in the background; run the same command to watch "
             f"(or cancel with: kamiwaza pull --cancel {model})"
         )
@@ -161,8 +84,9 @@ def pull(ctx: click.Context, model: str, quant: str | None, cancel: bool, as_jso
 @click.option("--catalog", is_flag=True, help="List the friendly names this CLI knows instead (no platform call).")
 @json_option
 @click.pass_context
-def list_models(ctx: click.Context, catalog: bool, as_json: bool) -> None:
+def list_models(ctx: click.Context, catalog: bool) -> None:
     """List the models downloaded to the platform (alias: ls)."""
+    out = output.of(ctx)
     if catalog:
         from ..catalog import ALIASES, CATALOG
 
@@ -170,21 +94,21 @@ def list_models(ctx: click.Context, catalog: bool, as_json: bool) -> None:
             {"name": n, "repo_id": r, "aliases": sorted(a for a, t in ALIASES.items() if t == n)}
             for n, r in CATALOG.items()
         ]
-        if as_json:
-            output.emit_json(entries)
-        else:
-            output.table(
+        out.result(
+            entries,
+            lambda: out.table(
                 ["NAME", "REPO ID", "ALIASES"],
                 [[str(e["name"]), str(e["repo_id"]), ", ".join(e["aliases"]) or "-"] for e in entries],
-            )
+            ),
+        )
         return
-    platform = _connect(ctx)
-    rows = [workflows.model_json(m) for m in workflows.list_models(platform)]
-    if as_json:
-        output.emit_json(rows)
-        return
+    rows = [workflows.model_json(m) for m in workflows.list_models(connect(ctx))]
+    out.result(rows, lambda: _models_table(out, rows))
+
+
+def _models_table(out: output.Output, rows: list[dict]) -> None:
     if not rows:
-        output.info("No models yet. Pull one with: kamiwaza pull qwen2.5-0.5b-instruct")
+        out.info("No models yet. Pull one with: kamiwaza pull qwen2.5-0.5b-instruct")
         return
     table = []
     for r in rows:
@@ -196,26 +120,27 @@ def list_models(ctx: click.Context, catalog: bool, as_json: bool) -> None:
                 r["repo_id"] or "-",
                 ",".join(r["quantizations"]) or "-",
                 files,
-                output.human_size(r["size"]),
+                human_size(r["size"]),
                 output.ago(r["modified"]),
             ]
         )
-    output.table(["MODEL", "REPO ID", "QUANT", "FILES", "SIZE", "MODIFIED"], table)
+    out.table(["MODEL", "REPO ID", "QUANT", "FILES", "SIZE", "MODIFIED"], table)
 
 
 @click.command()
 @click.argument("model", shell_complete=completion.complete_downloaded_models)
 @json_option
 @click.pass_context
-def show(ctx: click.Context, model: str, as_json: bool) -> None:
+def show(ctx: click.Context, model: str) -> None:
     """Show a downloaded MODEL: files, quantizations, configs and GGUF facts."""
-    platform = _connect(ctx)
-    details = workflows.describe(platform, model)
-    if as_json:
-        output.emit_json(details)
-        return
+    out = output.of(ctx)
+    details = workflows.describe(connect(ctx), model)
+    out.result(details, lambda: _describe(out, details))
+
+
+def _describe(out: output.Output, details: dict) -> None:
     m = details["model"]
-    line = output.line  # every value here is the platform's: printed escaped, one line each
+    line = out.line  # every value here is the platform's: printed escaped, one line each
     line(f"Model     {m['name']}")
     line(f"Repo ID   {m['repo_id']}")
     line(f"Hub       {m['hub'] or '-'}")
@@ -227,12 +152,9 @@ def show(ctx: click.Context, model: str, as_json: bool) -> None:
             f"{', '.join(m['quantizations']) or 'none'})"
         )
     line("Files")
-    output.table(
+    out.table(
         ["  NAME", "SIZE", "SHA256", "STATUS"],
-        [
-            [f"  {f['name']}", output.human_size(f["size"]), (f["sha256"] or "-")[:16], f["status"]]
-            for f in details["files"]
-        ],
+        [[f"  {f['name']}", human_size(f["size"]), (f["sha256"] or "-")[:16], f["status"]] for f in details["files"]],
     )
     for fact in details["gguf"]:
         line(
@@ -261,6 +183,6 @@ def _params(n: int | None) -> str:
 @click.pass_context
 def rm(ctx: click.Context, models: tuple[str, ...], force: bool) -> None:
     """Remove downloaded MODELS and their files from the platform."""
-    platform = _connect(ctx)
-    for m in workflows.remove(platform, list(models), force=force):
-        output.info(f"🗑  Removed {m.name}")
+    out = output.of(ctx)
+    for m in workflows.remove(connect(ctx), list(models), force=force):
+        out.info(f"🗑  Removed {m.name}")

@@ -8,7 +8,6 @@ completion: a one-shot prompt is sent as text, a chat as a "User: / Assistant:" 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -17,8 +16,8 @@ from .. import config as settings
 from .. import workflows
 from ..errors import EXIT_INTERRUPTED, KamiwazaError, UsageError
 from . import completion, output
-from .models import _connect
-from .serving import run_serve
+from .connection import connect
+from .serving import context_option, run_serve
 
 
 @click.command()
@@ -36,6 +35,7 @@ from .serving import run_serve
     help="Resume a conversation saved with /save.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One-shot: print one JSON object (reply, tokens, timings).")
+@context_option
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -48,6 +48,7 @@ def run(
     verbose: bool,
     load_file: Path | None,
     as_json: bool,
+    context: int | None,
 ) -> None:
     """Chat with MODEL (pulling and serving it first if needed), or answer PROMPT once.
 
@@ -58,10 +59,10 @@ def run(
       git diff | kamiwaza run qwen2.5-7b-instruct "Write a commit message for this diff"
     """
     from ..chat.session import DEFAULT_SYSTEM, ChatSession, EndpointDown, TranscriptError, read_transcript
-    from ..textsafe import safe_text
 
-    stdin_text = "" if sys.stdin.isatty() else sys.stdin.read()
-    one_shot = bool(prompt) or not sys.stdin.isatty()
+    out = output.of(ctx)
+    stdin_text = "" if out.env.stdin_isatty else out.env.stdin.read()
+    one_shot = bool(prompt) or not out.env.stdin_isatty
     if as_json and not one_shot:
         raise UsageError("--json needs a PROMPT or text on stdin (it answers once)")
     if one_shot:
@@ -80,16 +81,16 @@ def run(
         except TranscriptError as exc:
             raise UsageError(str(exc), hint="save one from the chat with: /save FILE") from exc
 
-    platform = _connect(ctx)
-    deployed = run_serve(platform, model)
+    platform = connect(ctx)
+    deployed = run_serve(out, platform, model, context=context)
 
     def client_for(dep: workflows.Deployed) -> object:
         return platform.openai_client(dep.deployment)
 
     base = workflows.is_base_model(platform, deployed)
     if base:
-        output.info(
-            f"ℹ {safe_text(deployed.name)} is a base model (no chat template): running it in completion mode, "
+        out.info(
+            f"ℹ {deployed.name} is a base model (no chat template): running it in completion mode, "
             + ("the prompt as text" if one_shot else 'the chat as a "User: / Assistant:" transcript')
         )
     session = ChatSession(
@@ -103,7 +104,7 @@ def run(
             "endpoint": deployed.endpoint,
             "engine": deployed.deployment.engine,
             "mode": ("text" if one_shot else "transcript") if base else "chat",
-            "context": deployed.deployment.context_per_slot or "engine default",
+            "context": f"{deployed.deployment.context_per_slot or '?'} tokens",
         },
         mode=("text" if one_shot else "transcript") if base else "chat",
         context=deployed.deployment.context_per_slot,
@@ -124,13 +125,13 @@ def run(
         from ..chat.repl import format_stats
 
         try:
-            reply = answer(session, question, as_json=as_json)
+            reply = answer(session, question, as_json=as_json, out=out.env.stdout)
         except EndpointDown as exc:
             raise KamiwazaError(f"{exc}", hint=f"run it again to redeploy: kamiwaza run {model}") from exc
         if reply.interrupted:
             ctx.exit(EXIT_INTERRUPTED)
         if as_json:
-            output.emit_json(
+            out.json(
                 {
                     "model": deployed.name,
                     "deployment_id": deployed.deployment.id,
@@ -139,13 +140,29 @@ def run(
                 }
             )
         if verbose:
-            output.info(format_stats(reply))
+            out.info(format_stats(reply))
         return
 
     from ..chat.repl import Repl
 
     def reconnect() -> object:
-        return client_for(run_serve(platform, model))
+        nonlocal deployed
+        deployed = run_serve(out, platform, model, context=context)
+        return client_for(deployed)
+
+    def set_context(tokens: int) -> object:
+        """/set num_ctx: a deployment with that context (made or reused; later redeploys keep it), as
+        ollama reloads a model; one this chat started before is stopped (one it found running is not)."""
+        nonlocal context, deployed
+        new = run_serve(out, platform, model, context=tokens)
+        if not deployed.reused and deployed.deployment.id != new.deployment.id:
+            platform.stop(deployed.deployment.id)
+        deployed, context = new, tokens
+        session.info.update(
+            deployment=new.deployment.id, endpoint=new.endpoint, context=f"{new.deployment.context_per_slot} tokens"
+        )
+        session.resize(new.deployment.context_per_slot)
+        return client_for(new)
 
     history = settings.home() / "history" if settings.history_enabled() else None
-    ctx.exit(Repl(session, history_file=history, reconnect=reconnect).run())
+    ctx.exit(Repl(session, history_file=history, reconnect=reconnect, set_context=set_context).run())

@@ -57,7 +57,9 @@ def server() -> None:
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Serve HTTPS with this certificate.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="The certificate's private key.")
 @click.option("--foreground", is_flag=True, help="Run in this process (for systemd/containers).")
+@click.pass_context
 def start(
+    ctx: click.Context,
     host: str,
     port: int | None,
     api_key_file: Path | None,
@@ -69,13 +71,14 @@ def start(
     foreground: bool,
 ) -> None:
     """Start the local server in the background (no-op if it is already running)."""
+    out = output.of(ctx)
     port = port or settings.local_port()
     home = settings.home()
     key_on_argv = api_key not in (None, "-")
-    key = _read_api_key(api_key_file, api_key, password_stdin)
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else settings.local_password()
+    key = _read_api_key(out.env, api_key_file, api_key, password_stdin)
+    password = out.env.stdin.readline().rstrip("\n") if password_stdin else settings.local_password()
     if key_on_argv:
-        output.info(
+        out.warning(
             "Warning: an API key on the command line is visible to other users (ps) and kept in shell "
             "history; use --api-key-file FILE, --api-key - (stdin) or KAMIWAZA_LOCAL_API_KEY"
         )
@@ -102,12 +105,12 @@ def start(
     security = localserver.Security(key, user, password, tls_cert, tls_key)
     info, started = localserver.start(home, host=host, port=port, security=security)
     if started:
-        output.info(f"✨ Local server started at {info.url} (pid {info.pid}, logs: {localserver.log_path(home)})")
+        out.info(f"✨ Local server started at {info.url} (pid {info.pid}, logs: {localserver.log_path(home)})")
     else:
-        output.info(f"✨ Local server already running at {info.url} (pid {info.pid})")
+        out.info(f"✨ Local server already running at {info.url} (pid {info.pid})")
 
 
-def _read_api_key(key_file: Path | None, flag: str | None, password_stdin: bool) -> str | None:
+def _read_api_key(env: output.Environment, key_file: Path | None, flag: str | None, password_stdin: bool) -> str | None:
     """The key from --api-key-file, --api-key (``-``: stdin) or the environment, checked; None for none."""
     if key_file is not None and flag is not None:
         raise UsageError("give the API key one way: --api-key-file or --api-key, not both")
@@ -121,7 +124,7 @@ def _read_api_key(key_file: Path | None, flag: str | None, password_stdin: bool)
     if flag == "-":
         if password_stdin:
             raise UsageError("only one of --api-key - and --password-stdin can read stdin")
-        raw = click.prompt("API key", hide_input=True) if sys.stdin.isatty() else sys.stdin.readline()
+        raw = click.prompt("API key", hide_input=True) if env.stdin_isatty else env.stdin.readline()
         return localserver.clean_api_key(raw, "stdin")
     if flag is not None:
         return localserver.clean_api_key(flag, "--api-key")
@@ -129,18 +132,21 @@ def _read_api_key(key_file: Path | None, flag: str | None, password_stdin: bool)
 
 
 @server.command()
-def stop() -> None:
+@click.pass_context
+def stop(ctx: click.Context) -> None:
     """Stop the local server and everything it started."""
+    out = output.of(ctx)
     info = localserver.stop(settings.home())
     if info is None:
-        output.info("The local server is not running")
+        out.info("The local server is not running")
         return
-    output.info(f"🛑 Local server stopped (pid {info.pid})")
+    out.info(f"🛑 Local server stopped (pid {info.pid})")
 
 
 @server.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
-def status(as_json: bool) -> None:
+@output.json_option
+@click.pass_context
+def status(ctx: click.Context) -> None:
     """Say whether the local server runs, where, and since when."""
     home = settings.home()
     info = localserver.status(home)
@@ -154,14 +160,16 @@ def status(as_json: bool) -> None:
         "home": str(home),
         "log": str(localserver.log_path(home)),
     }
-    if as_json:
-        output.emit_json(data)
-        return
-    if info is None:
-        raise NotFound("the local server is not running", hint="start it with: kamiwaza server start")
-    state = "running" if healthy else "not answering"
-    print(f"Local server {state} at {info.url} (pid {info.pid}, up {data['uptime_seconds']} s)")
-    print(f"State in {home}; log {data['log']}")
+    out = output.of(ctx)
+
+    def human() -> None:  # a stopped server is an answer in JSON, an error for a reader
+        if info is None:
+            raise NotFound("the local server is not running", hint="start it with: kamiwaza server start")
+        state = "running" if healthy else "not answering"
+        out.line(f"Local server {state} at {info.url} (pid {info.pid}, up {data['uptime_seconds']} s)")
+        out.line(f"State in {home}; log {data['log']}")
+
+    out.result(data, human)
 
 
 @server.command()
@@ -169,21 +177,24 @@ def status(as_json: bool) -> None:
     "--lines", "-n", type=click.IntRange(min=1), default=50, show_default=True, help="How many lines from the end."
 )
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
-def logs(lines: int, follow: bool) -> None:
+@click.pass_context
+def logs(ctx: click.Context, lines: int, follow: bool) -> None:
     """Print the local server's log."""
+    out = output.of(ctx)
     home = settings.home()
     path = localserver.log_path(home)
     if not path.exists():
         raise NotFound(f"no server log at {path}", hint="start the server with: kamiwaza server start")
     for line in localserver.tail(home, lines):
-        output.line(line)
+        out.line(line)
+    out.flush()
     if follow:
         with path.open(errors="replace") as fh:
             fh.seek(0, os.SEEK_END)
             while True:
                 line = fh.readline()
                 if line:
-                    output.line(line.rstrip("\n"))
-                    sys.stdout.flush()
+                    out.line(line.rstrip("\n"))
+                    out.flush()
                 else:
                     time.sleep(0.25)

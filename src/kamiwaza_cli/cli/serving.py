@@ -1,12 +1,11 @@
 """Serving commands: ``serve``, ``ps``, ``stop`` and ``logs``.
 
 Thin like the model commands: workflows do the steps and yield events; this module
-draws the spinner (stderr, terminals only) and prints tables and endpoints.
+draws the spinner (stderr, terminals only) and hands tables and endpoints to the Output.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -14,9 +13,11 @@ from typing import Any
 import click
 
 from .. import statuses, workflows
-from ..errors import EXIT_INTERRUPTED
+from ..errors import EXIT_INTERRUPTED, PlatformUnreachable
 from . import completion, output
-from .models import PullView, _connect, json_option
+from .connection import connect
+from .output import Output, json_option, markup
+from .progress import PullView
 
 STATUS_LABELS = {
     statuses.DEPLOYED: "● RUNNING",
@@ -27,6 +28,7 @@ STATUS_LABELS = {
 
 
 def run_serve(
+    out: Output,
     platform: workflows.Platform,
     model: str,
     *,
@@ -34,15 +36,22 @@ def run_serve(
     port: int | None = None,
     parallel: int | None = None,
     force_cpu: bool = False,
+    context: int | None = None,
 ) -> workflows.Deployed:
     """Render ``workflows.serve`` (shared with ``run``): pull bars, a status spinner, the endpoint."""
-    view = PullView()
+    view = PullView(out)
     spinner: Any = None
     announced = False
     deployed = None
     try:
         events = workflows.serve(
-            platform, model, pull_if_needed=pull_if_needed, port=port, parallel=parallel, force_cpu=force_cpu
+            platform,
+            model,
+            pull_if_needed=pull_if_needed,
+            port=port,
+            parallel=parallel,
+            force_cpu=force_cpu,
+            context=context,
         )
         for event in events:
             if isinstance(event, workflows.PullStarted):
@@ -53,16 +62,16 @@ def run_serve(
                 pass
             elif isinstance(event, workflows.PullDone):
                 view.stop()
-                output.info("✨ Download complete!")
+                out.info("✨ Download complete!")
             elif isinstance(event, workflows.DeployStatus):
                 if not announced:
                     announced = True
-                    output.info(f"🚀 Deploying {event.name}...")
-                    if output.stderr_is_tty() and not output.quiet:
-                        spinner = output.err_console().status(output.markup(event.status))
+                    out.info(f"🚀 Deploying {event.name}...")
+                    if out.live:
+                        spinner = out.err_console().status(markup(event.status))
                         spinner.start()
                 if spinner is not None:
-                    spinner.update(output.markup(event.status))
+                    spinner.update(markup(event.status))
             elif isinstance(event, workflows.Deployed):
                 deployed = event
     finally:
@@ -71,11 +80,24 @@ def run_serve(
             spinner.stop()
     assert deployed is not None
     if deployed.reused:
-        output.info(f"✨ Using existing deployment of {deployed.name}")
+        out.info(f"✨ Using existing deployment of {deployed.name}")
     else:
-        output.info("✨ Deployment ready!")
-    output.info(f"✨ Model deployed at: {deployed.endpoint}")
+        out.info("✨ Deployment ready!")
+    out.info(f"✨ Model deployed at: {deployed.endpoint}")
     return deployed
+
+
+# The smallest context the engine takes (llama.cpp's MIN_CONTEXT on the local server): refused here
+# at once, before anything is pulled or deployed; the upper bound (the model's trained length) only
+# the platform knows, and it refuses a larger one with a 400, which exits 2 as well.
+MIN_CONTEXT = 512
+context_option = click.option(
+    "--ctx",
+    "context",
+    type=click.IntRange(min=MIN_CONTEXT),
+    help="Context per request, in tokens (default: what fits in memory, up to 8192; "
+    "never above what the model was trained for).",
+)
 
 
 def _deployment_row(d: workflows.Deployment) -> dict[str, Any]:
@@ -106,7 +128,7 @@ def _deployment_row(d: workflows.Deployment) -> dict[str, Any]:
 
 
 def slots_label(slots: int | None, context: int | None) -> str:
-    """"4×4096": requests served at once, and the context each of them gets."""
+    """ "4×4096": requests served at once, and the context each of them gets."""
     if not slots:
         return "-"
     return f"{slots}×{context}" if context else str(slots)
@@ -133,6 +155,7 @@ def _uptime(seconds: int | None) -> str:
     help="Requests served at once, each with the full context (default: 4 on the local server).",
 )
 @click.option("--cpu", "force_cpu", is_flag=True, help="Run on the CPU even where a GPU is available.")
+@context_option
 @click.option("--no-pull", is_flag=True, help="Fail instead of pulling a model that is not downloaded.")
 @json_option
 @click.pass_context
@@ -142,43 +165,51 @@ def serve(
     port: int | None,
     parallel: int | None,
     force_cpu: bool,
+    context: int | None,
     no_pull: bool,
-    as_json: bool,
 ) -> None:
     """Deploy MODEL as an OpenAI-compatible API and print its endpoint.
 
     Pulls the model first if needed, and reuses a running deployment of it.
     """
-    platform = _connect(ctx)
+    out = output.of(ctx)
+    platform = connect(ctx)
     try:
         deployed = run_serve(
-            platform, model, pull_if_needed=not no_pull, port=port, parallel=parallel, force_cpu=force_cpu
+            out,
+            platform,
+            model,
+            pull_if_needed=not no_pull,
+            port=port,
+            parallel=parallel,
+            force_cpu=force_cpu,
+            context=context,
         )
     except KeyboardInterrupt:
-        output.info("\nStill deploying in the platform; see it with: kamiwaza ps")
+        out.info("\nStill deploying in the platform; see it with: kamiwaza ps")
         ctx.exit(EXIT_INTERRUPTED)
-    if as_json:
-        output.emit_json(_deployment_row(deployed.deployment))
+    out.result(_deployment_row(deployed.deployment))  # the endpoint itself went to stderr above
 
 
 @click.command()
 @click.option("--all", "-a", "show_all", is_flag=True, help="Include stopped deployments.")
 @json_option
 @click.pass_context
-def ps(ctx: click.Context, show_all: bool, as_json: bool) -> None:
+def ps(ctx: click.Context, show_all: bool) -> None:
     """List deployments: running, starting and failed (stopped ones with --all)."""
-    platform = _connect(ctx)
-    deployments = workflows.list_deployments(platform)  # one request: endpoints included
+    out = output.of(ctx)
+    deployments = workflows.list_deployments(connect(ctx))  # one request: endpoints included
     if not show_all:
         deployments = [d for d in deployments if d.status != statuses.STOPPED]
     rows = [_deployment_row(d) for d in deployments]
-    if as_json:
-        output.emit_json(rows)
-        return
+    out.result(rows, lambda: _deployments_table(out, rows))
+
+
+def _deployments_table(out: Output, rows: list[dict[str, Any]]) -> None:
     if not rows:
-        output.info("Nothing is running. Start a model with: kamiwaza serve MODEL")
+        out.info("Nothing is running. Start a model with: kamiwaza serve MODEL")
         return
-    output.table(
+    out.table(
         ["MODEL", "ID", "STATUS", "ENGINE", "SLOTS×CTX", "ENDPOINT", "UPTIME"],
         [
             [
@@ -192,6 +223,11 @@ def ps(ctx: click.Context, show_all: bool, as_json: bool) -> None:
             ]
             for r in rows
         ],
+        # Fits the terminal: the endpoint (a URL to copy whole) on its own line, then shorter
+        # model names, then fewer columns.
+        own_line="ENDPOINT",
+        shrink=("MODEL",),
+        drop=("ENGINE", "UPTIME"),
     )
 
 
@@ -203,21 +239,22 @@ def stop(ctx: click.Context, target: str | None, stop_all: bool) -> None:
     """Stop the deployment(s) of a MODEL, or one deployment by ID (prefix)."""
     if not target and not stop_all:
         raise click.UsageError("name a MODEL or deployment ID, or use --all")
-    platform = _connect(ctx)
+    out = output.of(ctx)
+    platform = connect(ctx)
     if stop_all:
         stopped = workflows.stop(platform, None, all_=True)
         if not stopped:
-            output.info("Nothing was running")
+            out.info("Nothing was running")
         for d in stopped:
-            output.info(f"🛑 Stopped {d.model_name} ({d.id[:8]})")
+            out.info(f"🛑 Stopped {d.model_name} ({d.id[:8]})")
         return
     assert target is not None
     targets = workflows.find_deployments(platform, target)
     if not targets:
         raise workflows.NotFound(f"{target!r} is not running", hint="see running models with: kamiwaza ps")
-    output.info(f"🛑 Stopping {', '.join(sorted({str(d.model_name) for d in targets}))}...")
+    out.info(f"🛑 Stopping {', '.join(sorted({str(d.model_name) for d in targets}))}...")
     workflows.stop_deployments(platform, targets)
-    output.info("✨ Model stopped")
+    out.info("✨ Model stopped")
 
 
 @click.command()
@@ -229,7 +266,8 @@ def stop(ctx: click.Context, target: str | None, stop_all: bool) -> None:
 @click.pass_context
 def logs(ctx: click.Context, target: str, follow: bool, lines: int) -> None:
     """Print the engine log of a MODEL's deployment, or of one deployment by ID."""
-    platform = _connect(ctx)
+    out = output.of(ctx)
+    platform = connect(ctx)
     every = workflows.list_deployments(platform)
     found = workflows.find_deployments(platform, target, deployments=every) or workflows.find_deployments(
         platform, target, active_only=False, deployments=every
@@ -237,21 +275,60 @@ def logs(ctx: click.Context, target: str, follow: bool, lines: int) -> None:
     if not found:
         raise workflows.NotFound(f"no deployment of {target!r}", hint="see deployments with: kamiwaza ps --all")
     dep = found[-1]
-    shown, seen, active = workflows.log_snapshot(platform, dep.id)
-    for line in shown[-lines:]:
-        output.line(line)  # an engine echoes what it was sent: escape sequences stay visible text
-    sys.stdout.flush()
+    page = workflows.log_page(platform, dep.id, lines=min(lines, LOG_PAGE))
+    _print_lines(out, page.lines[-lines:])
+    if not follow:
+        return
     try:
-        while follow:
-            time.sleep(1.0)
-            current, total, active = workflows.log_snapshot(platform, dep.id)
-            new = total - seen
-            if new > 0:
-                for line in current[-new:]:
-                    output.line(line)
-                sys.stdout.flush()
-                seen = total
-            elif not active:
-                break
+        if page.next_offset is not None:
+            _follow_by_offset(out, platform, dep.id, page.next_offset)
+        else:
+            _follow_by_count(out, platform, dep.id, page.total)
     except KeyboardInterrupt:
         return
+
+
+LOG_PAGE = 10000  # the most lines one request returns (the local server's limit)
+LOG_POLL = 1.0
+
+
+def _print_lines(out: Output, lines: Any) -> None:
+    for line in lines:
+        out.line(line)  # an engine echoes what it was sent: escape sequences stay visible text
+    out.flush()
+
+
+def _follow_by_offset(out: Output, platform: workflows.Platform, dep_id: str, offset: int) -> None:
+    """Follow from a log position (the local server): nothing is missed or shown twice when the log
+    rotates, the engine restarts, or the server restarts meanwhile (then it waits for it, as tail -F)."""
+    waiting = False
+    while True:
+        try:
+            page = workflows.log_page(platform, dep_id, since=offset, lines=LOG_PAGE)
+        except PlatformUnreachable:
+            if not waiting:
+                out.info("… the platform is not answering; waiting for it (Ctrl+C to stop)")
+                waiting = True
+            time.sleep(LOG_POLL)
+            continue
+        waiting = False
+        _print_lines(out, page.lines)
+        offset = page.next_offset if page.next_offset is not None else offset
+        if len(page.lines) >= LOG_PAGE:
+            continue  # more is waiting: no pause
+        if not page.active and not page.lines and not workflows.still_starting(platform, dep_id):
+            return
+        time.sleep(LOG_POLL)
+
+
+def _follow_by_count(out: Output, platform: workflows.Platform, dep_id: str, seen: int) -> None:
+    """Follow by the count of lines the platform has seen (a platform that gives no position)."""
+    while True:
+        time.sleep(LOG_POLL)
+        page = workflows.log_page(platform, dep_id)
+        new = page.total - seen
+        if new > 0:
+            _print_lines(out, page.lines[-new:])
+            seen = page.total
+        elif not page.active:
+            return

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .port import Platform
 from .records import (
+    AccessToken,
     Deployment,
     DeployRefused,
     DownloadStarted,
@@ -19,6 +20,7 @@ from .records import (
     ModelFacts,
     ModelFile,
     ModelUnavailable,
+    NewAccessToken,
     QuantizationUnavailable,
     Tokens,
     User,
@@ -26,6 +28,8 @@ from .records import (
 from .sdk import SdkPlatform
 
 __all__ = [
+    "AccessToken",
+    "NewAccessToken",
     "Deployment",
     "DeployRefused",
     "DownloadStarted",

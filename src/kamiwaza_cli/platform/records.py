@@ -131,11 +131,14 @@ class Deployment:
 
 @dataclass(frozen=True, slots=True)
 class Logs:
-    """The engine log's last lines, how many lines it has had in all, and whether it still grows."""
+    """The engine log's last lines (or those from a position on), how many lines it has had in all,
+    whether it still grows, and, where the platform gives it, the position after these lines (the
+    local server does; a follower asks again from there, which survives rotations and restarts)."""
 
     lines: tuple[str, ...]
     total: int
     active: bool
+    next_offset: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +155,26 @@ class User:
     email: str | None = None
     groups: tuple[str, ...] = ()
     roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    """A personal access token's record (never its secret): ``jti`` names it for revoking."""
+
+    jti: str
+    name: str | None
+    owner: str
+    created_at: str
+    expires_at: int | None  # seconds since the epoch; None: no expiry
+    revoked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NewAccessToken:
+    """A token just made: the secret, shown once, and its record."""
+
+    token: str
+    record: AccessToken
 
 
 class QuantizationUnavailable(NotFound):

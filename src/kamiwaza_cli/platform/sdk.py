@@ -20,10 +20,12 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import urlparse, urlunparse
+from uuid import UUID
 
 from .. import config, sdkimport, statuses
 from ..errors import AuthError, DownloadFailed, KamiwazaError, NotFound, PlatformUnreachable, UsageError
 from .records import (
+    AccessToken,
     Deployment,
     DeployRefused,
     DownloadStarted,
@@ -35,6 +37,7 @@ from .records import (
     ModelFacts,
     ModelFile,
     ModelUnavailable,
+    NewAccessToken,
     QuantizationUnavailable,
     Tokens,
     User,
@@ -43,6 +46,9 @@ from .records import (
 T = TypeVar("T")
 
 CONNECT_TIMEOUT = 10.0
+PAT_AUDIENCE = "kamiwaza-platform"
+# The model config field that sets the context per slot (the local server also reads max_model_len).
+CONTEXT_FIELD = "n_ctx"
 
 
 class SdkPlatform:
@@ -53,7 +59,8 @@ class SdkPlatform:
         url: str,
         *,
         api_key: str | None = None,
-        is_local: bool = False,
+        is_local: bool | None = False,
+        local_check: Callable[[str, dict[str, Any]], bool] | None = None,
         debug: bool = False,
         verify: bool = True,
         ca_bundle: str | None = None,
@@ -61,12 +68,30 @@ class SdkPlatform:
     ) -> None:
         self.url = url
         self._api_key = api_key
-        self.is_local = is_local
+        # None: not known yet; the server's own ping answer decides it (``local_check``), once.
+        self._is_local = is_local
+        self._local_check = local_check
         self.debug = debug
         self.verify = verify
         self.ca_bundle = ca_bundle
         self.timeout = timeout
         self._client: Any = None
+
+    @property
+    def is_local(self) -> bool:
+        """Whether this is a local server on this machine (so it can read this machine's files)."""
+        if self._is_local is None:
+            self._is_local = False  # while asking: an error on the way must not ask again
+            try:
+                answer = self.ping()
+            except KamiwazaError:
+                answer = {}
+            self._is_local = bool(self._local_check and self._local_check(self.url, answer))
+        return self._is_local
+
+    @is_local.setter
+    def is_local(self, value: bool) -> None:
+        self._is_local = value
 
     @property
     def api_key(self) -> str | None:
@@ -153,6 +178,21 @@ class SdkPlatform:
     def refresh(self, refresh_token: str) -> Tokens:
         return _tokens(self._call(self._sdk.auth.refresh_access_token, refresh_token))
 
+    def create_token(self, name: str | None, ttl_seconds: int | None, scope: str | None = None) -> NewAccessToken:
+        from kamiwaza_sdk.schemas.auth import PATCreate
+
+        # The platform's audience: a PAT minted without it is refused with 401 (kamiwaza-api.md §1),
+        # which is why the SDK's own `pat create` sends it too.
+        request = PATCreate(name=name, ttl_seconds=ttl_seconds, scope=scope, aud=PAT_AUDIENCE)
+        made = self._call(self._sdk.auth.create_pat, request)
+        return NewAccessToken(str(made.token), _access_token(made.pat))
+
+    def tokens(self) -> list[AccessToken]:
+        return [_access_token(p) for p in self._call(self._sdk.auth.list_pats).pats]
+
+    def revoke_token(self, jti: str) -> None:
+        self._call(self._sdk.auth.revoke_pat, jti)
+
     def whoami(self) -> User:
         u = self._call(self._sdk.auth.get_current_user)
         return User(
@@ -189,14 +229,14 @@ class SdkPlatform:
     def facts(self, model: Model) -> list[ModelFacts]:
         """The GGUF headers of the model's downloaded files. Only the local server's files are on
         this machine (at the paths it reports); a cluster's are not, so it has none to give."""
-        if not self.is_local:
+        files = [f for f in model.files if f.ready and f.path and f.name.lower().endswith(".gguf")]
+        if not files or not self.is_local:  # is_local may ask the server: last
             return []
         from ..gguf import GGUFError, looks_instruction_tuned, read_gguf
 
         out = []
-        for f in model.files:
-            if not (f.ready and f.path and f.name.lower().endswith(".gguf")):
-                continue
+        for f in files:
+            assert f.path is not None
             try:
                 info = read_gguf(f.path)
             except (GGUFError, OSError):
@@ -298,9 +338,14 @@ class SdkPlatform:
         port: int | None = None,
         parallel: int | None = None,
         force_cpu: bool = False,
+        context: int | None = None,
     ) -> str:
-        """Ask for a deployment of a model with its default config; its id (it starts in the background)."""
+        """Ask for a deployment of a model with its default config (or, with ``context``, a config
+        asking for that many tokens per slot); its id (it starts in the background)."""
         kwargs: dict[str, Any] = {"model_id": model_id, "wait": False}
+        made = None
+        if context:
+            kwargs["m_config_id"], made = self._context_config(model_id, context)
         if port:
             kwargs["lb_port"] = port
         if parallel:
@@ -309,18 +354,57 @@ class SdkPlatform:
             kwargs["force_cpu"] = True
         try:
             dep_id = self._call(self._sdk.serving.deploy_model, **kwargs)
+            if dep_id is False or dep_id is None:
+                raise DeployRefused("the platform refused the deployment")
         except ValueError as exc:  # the SDK's own checks (no config, bad ids)
+            self._forget_config(made)
             raise DeployRefused(str(exc)) from exc
-        if dep_id is False or dep_id is None:
-            raise DeployRefused("the platform refused the deployment")
+        except KamiwazaError:
+            self._forget_config(made)  # a context the platform refuses leaves no config behind
+            raise
         return str(dep_id)
+
+    def _forget_config(self, config_id: str | None) -> None:
+        if config_id is not None:
+            with contextlib.suppress(KamiwazaError):
+                self._call(self._sdk.models.delete_model_config, config_id)
+
+    def _context_config(self, model_id: str, context: int) -> tuple[str, str | None]:
+        """The id of a model config that is the default one with ``n_ctx`` set to ``context``, made
+        once and reused: the platform's deploy request carries engine settings only in a model
+        config (``CreateModelDeployment`` has no such field, and the SDK drops unknown ones); and
+        that id again when this call made it."""
+        from kamiwaza_sdk.schemas.models.model import CreateModelConfig
+
+        configs = self.model_configs(model_id)
+        base = next((c for c in configs if c.default), configs[0] if configs else None)
+        wanted = {**(base.config if base else {}), CONTEXT_FIELD: context}
+        for c in configs:
+            if not c.default and c.config == wanted:
+                return c.id, None
+        made = self._call(
+            self._sdk.models.create_model_config,
+            CreateModelConfig(m_id=UUID(model_id), name=f"context {context}", default=False, config=wanted),
+        )
+        return str(made.id), str(made.id)
 
     def stop(self, deployment_id: str) -> None:
         self._call(self._sdk.serving.stop_deployment, deployment_id=deployment_id)
 
-    def logs(self, deployment_id: str) -> Logs:
-        r = self._call(self._sdk.serving.get_deployment_logs, deployment_id)
-        return Logs(tuple(str(x) for x in r.logs), int(r.total_lines_seen), bool(r.capture_active))
+    def logs(self, deployment_id: str, *, lines: int | None = None, since: int | None = None) -> Logs:
+        """The SDK's ``get_deployment_logs`` route, read raw: its schema drops ``next_offset``, and its
+        call cannot pass ``lines`` or ``since`` (a platform that does not know them ignores them)."""
+        params = {k: v for k, v in (("lines", lines), ("since", since)) if v is not None}
+        r = self._raw("GET", f"/serving/deployment/{deployment_id}/logs", params=params or None)
+        if not isinstance(r, dict):
+            raise KamiwazaError(f"the platform answered the logs of {deployment_id[:8]} with no log")
+        offset = r.get("next_offset")
+        return Logs(
+            tuple(str(x) for x in r.get("logs") or ()),
+            int(r.get("total_lines_seen") or 0),
+            bool(r.get("capture_active")),
+            offset if isinstance(offset, int) and not isinstance(offset, bool) else None,
+        )
 
     def openai_client(self, deployment: Deployment) -> Any:
         """An OpenAI client for a serving deployment, built by the SDK for the endpoint already known
@@ -384,9 +468,10 @@ class SdkPlatform:
                     f"the TLS certificate of {self.url} could not be verified",
                     hint="give its CA with --ca-bundle FILE, or skip the check with --insecure",
                 )
-            hint = (
-                "start it with: kamiwaza server start" if self.is_local else "check the URL with: kamiwaza config show"
-            )
+            # Not self.is_local: that asks the server, which is what just failed. Nobody answering
+            # on the local server's own URL is most likely that server, stopped.
+            down_local = self._is_local or (self._is_local is None and self.url == config.local_url())
+            hint = "start it with: kamiwaza server start" if down_local else "check the URL with: kamiwaza config show"
             if "timed out" in str(exc).lower() or "Timeout" in str(exc):
                 return PlatformUnreachable(
                     f"the platform at {self.url} stopped answering (no reply in {self.timeout:g} s)",
@@ -438,6 +523,17 @@ def _runtime_origin(base_url: str) -> str:
     if path.endswith("/api"):
         path = path[:-4]
     return urlunparse((scheme, parsed.netloc, path, "", "", "")).rstrip("/")
+
+
+def _access_token(pat: Any) -> AccessToken:
+    return AccessToken(
+        jti=str(pat.jti),
+        name=_opt_str(pat.name),
+        owner=str(pat.owner_id),
+        created_at=pat.created_at.isoformat(),
+        expires_at=int(pat.exp) if pat.exp is not None else None,
+        revoked=bool(pat.revoked),
+    )
 
 
 def _opt_str(value: Any) -> str | None:

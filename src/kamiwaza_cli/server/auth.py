@@ -7,6 +7,10 @@ password grant (``POST /auth/token``), refresh (``POST /auth/refresh?refresh_tok
 ``GET /auth/users/me``, so ``kamiwaza login`` works against it. Tokens are HMAC-signed
 with a secret kept in ``$KAMIWAZA_HOME/auth_secret`` (0600), so they survive restarts.
 
+Personal access tokens (``/auth/pats``) are signed the same way with ``typ: "pat"`` and a ``jti``;
+only their metadata is kept (``$KAMIWAZA_HOME/pats.json``, 0600), never the token, which is shown
+once when it is made. A PAT works until it expires or is revoked, or the server's user changes.
+
 Password guessing is throttled per client address (``LoginThrottle``): after
 ``LOGIN_MAX_FAILURES`` failures within ``LOGIN_WINDOW`` seconds the grant answers 429 with
 ``Retry-After`` until the oldest of them ages out, without checking the password at all.
@@ -23,9 +27,11 @@ import os
 import secrets
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +39,7 @@ ACCESS_TTL = 3600
 REFRESH_TTL = 30 * 24 * 3600
 OPEN_PATHS = ("/api/auth/token", "/api/auth/refresh")
 LOGIN_MAX_FAILURES = 5
+LOCAL_OWNER = "local"  # everyone on loopback, when the server has no key and no user
 LOGIN_WINDOW = 60.0
 # Addresses remembered at most; past it the quietest are forgotten first (a flood of sources
 # must not grow the server's memory without bound).
@@ -150,7 +157,7 @@ class LocalAuth:
             return None
         if payload.get("typ") != kind or float(payload.get("exp", 0)) < time.time():
             return None
-        if payload.get("sub") != self.username:
+        if payload.get("sub") not in (self.owners if kind == "pat" else (self.username,)):
             return None  # the user was changed since: old tokens stop working
         return payload
 
@@ -185,6 +192,103 @@ class LocalAuth:
         if self.api_key and hmac.compare_digest(token.encode(), self.api_key.encode()):
             return {"username": "api-key", "sub": "api-key", "email": None, "groups": [], "roles": ["admin"]}
         payload = self._verify_signed(token, "access")
+        if payload is None and token.startswith("kw1."):
+            payload = self._verify_signed(token, "pat")
+            if payload is not None and not self.pats.active(str(payload.get("jti"))):
+                payload = None  # revoked (or its record is gone)
         if payload is None:
             return None
         return {"username": payload["sub"], "sub": payload["sub"], "email": None, "groups": [], "roles": ["admin"]}
+
+    @property
+    def owners(self) -> set[str]:
+        """Who may hold a working PAT now: the local user, the API key's holder, or, on a server
+        without authentication, the local owner. Tokens of anyone else (a changed user) stop working."""
+        if not self.enabled:
+            return {LOCAL_OWNER}
+        return {o for o in (self.username, "api-key" if self.api_key else None) if o}
+
+    def caller(self, authorization: str) -> dict[str, Any] | None:
+        """Who is calling: ``identify``'s answer, or the local owner on a server without authentication."""
+        who = self.identify(authorization)
+        if who is None and not self.enabled:
+            who = {"username": LOCAL_OWNER, "sub": LOCAL_OWNER, "email": None, "groups": [], "roles": ["admin"]}
+        return who
+
+    @property
+    def pats(self) -> PatStore:
+        return PatStore(self.home / "pats.json")
+
+    def create_pat(self, owner: str, name: str | None, ttl: int, scope: str | None, aud: str | None) -> dict[str, Any]:
+        """A new PAT of ``owner``: ``{"token", "pat"}`` (the token is in no record anywhere)."""
+        jti = secrets.token_hex(16)
+        exp = int(time.time()) + ttl
+        token = self._sign({"sub": owner, "typ": "pat", "exp": exp, "jti": jti})
+        return {"token": token, "pat": self.pats.add(jti, owner, name, scope, aud, exp)}
+
+
+PAT_MIN_TTL = 60
+PAT_MAX_TTL = 365 * 24 * 3600
+PAT_DEFAULT_TTL = 90 * 24 * 3600
+
+
+class PatStore:
+    """The PATs' records (no secrets): one JSON file, rewritten whole under a lock, 0600."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _load(self) -> list[dict[str, Any]]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return []
+        return [p for p in data if isinstance(p, dict)] if isinstance(data, list) else []
+
+    def _save(self, pats: list[dict[str, Any]]) -> None:
+        part = self.path.with_name(self.path.name + ".part")
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(pats, fh, indent=1)
+        os.replace(part, self.path)
+
+    def add(
+        self, jti: str, owner: str, name: str | None, scope: str | None, aud: str | None, exp: int
+    ) -> dict[str, Any]:
+        stamp = datetime.now(timezone.utc).isoformat()
+        pat = {
+            "id": str(uuid.uuid4()),
+            "jti": jti,
+            "owner_id": owner,
+            "name": name,
+            "scope": scope,
+            "aud": aud,
+            "exp": exp,
+            "tenant_id": None,
+            "created_at": stamp,
+            "updated_at": stamp,
+            "revoked": False,
+        }
+        with self._lock:
+            self._save([*self._load(), pat])
+        return pat
+
+    def list(self, owner: str) -> list[dict[str, Any]]:
+        return [p for p in self._load() if p.get("owner_id") == owner]
+
+    def active(self, jti: str) -> bool:
+        return any(p.get("jti") == jti and not p.get("revoked") for p in self._load())
+
+    def revoke(self, jti: str, owner: str) -> dict[str, Any] | None:
+        """Mark ``owner``'s PAT revoked; None when ``owner`` has no PAT of that jti."""
+        with self._lock:
+            pats = self._load()
+            for p in pats:
+                if p.get("jti") == jti and p.get("owner_id") == owner:
+                    p["revoked"] = True
+                    p["updated_at"] = datetime.now(timezone.utc).isoformat()
+                    self._save(pats)
+                    return p
+        return None

@@ -2,8 +2,10 @@
 prompt cache and its compute buffers, from the GGUF header and the deployment's slots and context.
 
 This module owns the estimate (``estimate``) and its parts; the deploy memory check
-(supervisor.py) and the platform's estimate routes use it, and the llama.cpp engine sizes its
-prompt cache with it. Nothing here starts a process or reads tensor data.
+(supervisor.py) and the platform's estimate routes (``POST /serving/estimate_model_vram`` and both
+``memory_usage`` routes, through routes/planning.py) use it, so they all give the same number, and
+the llama.cpp engine sizes its prompt cache with it. ``weights_by_type`` breaks the weights down by
+ggml type for the estimate route. Nothing here starts a process or reads tensor data.
 
 - Weights: the bytes of every tensor by its ggml type, as the GGUF's tensor infos give them
   (what llama.cpp's "model buffer size" reports), summed over the split files of a split model
@@ -220,3 +222,22 @@ def estimate(
         slots=slots,
         context_per_slot=context_per_slot,
     )
+
+
+# ggml type ids as llama.cpp names them (gguf.GGML_TYPE_SIZES has their block sizes).
+GGML_TYPE_NAMES = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1", 10: "Q2_K",
+    11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 15: "Q8_K", 16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS",
+    19: "IQ1_S", 20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S", 23: "IQ4_XS", 24: "I8", 25: "I16", 26: "I32",
+    27: "I64", 28: "F64", 29: "IQ1_M", 30: "BF16",
+}  # fmt: skip
+
+
+def weights_by_type(model_file: Path) -> dict[str, int]:
+    """The tensor bytes of a GGUF file by ggml type (``{"Q4_K": ..., "F32": ...}``); empty when the
+    header cannot be read."""
+    try:
+        info = read_gguf(model_file)
+    except (GGUFError, OSError):
+        return {}
+    return {GGML_TYPE_NAMES.get(t, f"type_{t}"): n for t, n in sorted(info.tensor_bytes_by_type.items())}

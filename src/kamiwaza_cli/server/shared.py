@@ -15,12 +15,27 @@ logs, blobs) is 0600. Light imports only: the CLI imports this on its start-up p
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import stat
 from pathlib import Path
 
 from ..config import SETTINGS
 from ..errors import UsageError
+
+
+def env_whole_number(name: str, default: int, minimum: int, log: logging.Logger) -> int:
+    """A server setting read from the environment: ``default`` when unset, or (with a warning) when it
+    is not a whole number of at least ``minimum``."""
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        log.warning("%s=%r is not a whole number of at least %d; using %d", name, raw, minimum, default)
+        return default
+    return value
 
 
 def is_loopback(host: str) -> bool:

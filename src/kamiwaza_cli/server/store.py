@@ -261,6 +261,10 @@ class Store:
         with self.transaction() as db:
             _update(db, "deployments", deployment_id, fields)
 
+    def delete_deployment(self, deployment_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM deployments WHERE id = ?", (deployment_id,))
+
     # Configs
     def list_configs(self, model_id: str | None = None) -> list[dict[str, Any]]:
         if model_id is None:

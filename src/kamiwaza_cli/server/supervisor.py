@@ -5,8 +5,11 @@ One long-lived supervisor thread owns every engine process: it spawns them (so
 is ``kill -9``ed), polls the starting ones until their health route answers (failing
 fast when a process exits, and after a stall with no log output), and notices an
 engine that dies later. A deployment moves REQUESTED -> DEPLOYING -> INITIALIZING ->
-DEPLOYED, or to FAILED with ``last_error_code`` and the engine's last log lines; a spawn
-that fails before a process exists is FAILED at once, with the reason.
+DEPLOYED, or to FAILED with ``last_error_code`` and ``last_error_message``: for an engine that
+exits while starting, the cause the engine reads from its log (unsupported architecture, missing
+split part, corrupt file, out of memory: ``Engine.classify_failure``), `` → `` and what to do about
+it, then `` | `` and its last log lines; a spawn that fails before a process exists is FAILED at
+once, with the reason.
 Stopping is terminate-then-kill. On start, deployments the catalog still marks as
 active are restored: a surviving orphan process is killed first, then re-spawned.
 
@@ -25,6 +28,11 @@ the same file shares those pages. The check and the new
 row happen under one lock, so concurrent deploys see each other. ``KAMIWAZA_MEMORY_AVAILABLE_BYTES``
 replaces the measured figure by a fixed budget for all engines (every estimate counts against it
 in full): it is meant for tests, which need a machine of a known size.
+
+Context: a deployment whose model config asks for no context (``n_ctx``; ``kamiwaza serve --ctx N``
+makes a config that does) gets the largest per-slot context, from 8192 tokens halving down and
+never above the model's trained length, that fits what is free by the same rule; the chosen
+context is stored with the deployment, so a restored deployment comes back with the same one.
 """
 
 from __future__ import annotations
@@ -45,24 +53,32 @@ from pathlib import Path
 from typing import Any
 
 from .. import portable
+from ..gguf import GGUFInfo
 from ..statuses import ACTIVE, DEPLOYED, DEPLOYING, FAILED, INITIALIZING, MUST_REDOWNLOAD, REQUESTED, STOPPED
-from . import engines, memory
+from . import enginelog, engines, memory
 from .engines import llamacpp
 from .ports import DeploymentPorts
+from .shared import env_whole_number
 from .store import Store, new_id, now
 
 log = logging.getLogger("kamiwaza.server.supervisor")
 
 STALL_TIMEOUT = 120.0  # no health and no new log output for this long: STARTUP_TIMEOUT
 STOP_GRACE = 5.0
+LOG_CHECK_INTERVAL = 1.0  # how often engine logs are checked for rotation (enginelog.py)
 TAIL_LINES = 12
+# llama.cpp prints a few lines more after the one that says why it failed (the cause is ~8 from the end).
+CLASSIFY_LINES = 40
+# In ``last_error_message``: "<cause> → <next step> | <log line> | ...": the CLI shows the first part
+# as its error line and hint, and the log lines only when there is no next step.
+NEXT_STEP = "→"
 
 DEFAULT_MAX_ENGINES = 4
 MAX_ENGINES_ENV = "KAMIWAZA_MAX_ENGINES"
 MEMORY_ENV = "KAMIWAZA_MEMORY_AVAILABLE_BYTES"
 NEXT_STEP_MEMORY = (
-    "deploy with a smaller context (n_ctx in the model config), fewer slots (kamiwaza serve --parallel 1), "
-    "or stop a deployment (kamiwaza stop NAME)"
+    "deploy with a smaller context (kamiwaza serve --ctx N, or n_ctx in the model config), "
+    "fewer slots (kamiwaza serve --parallel 1), or stop a deployment (kamiwaza stop NAME)"
 )
 
 # Credentials of the server (and of the hub) that an engine process never needs.
@@ -92,12 +108,14 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
+def tail(path: Path, lines: int = TAIL_LINES, since: int = 0) -> list[str]:
+    """The last non-blank ``lines`` of a log (of its last 64 KiB), from byte ``since`` on."""
     try:
         with path.open("rb") as fh:
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
-            fh.seek(max(0, size - 64 * 1024))
+            since = since if since <= size else 0  # cut by a rotation since: what is there is this start's
+            fh.seek(max(since, size - 64 * 1024))
             text = fh.read().decode("utf-8", errors="replace")
     except OSError:
         return []
@@ -109,15 +127,7 @@ class AdmissionRefused(Exception):
 
 
 def max_engines() -> int:
-    raw = os.environ.get(MAX_ENGINES_ENV, "").strip()
-    try:
-        value = int(raw) if raw else DEFAULT_MAX_ENGINES
-    except ValueError:
-        value = 0
-    if value < 1:
-        log.warning("%s=%r is not a positive whole number; using %d", MAX_ENGINES_ENV, raw, DEFAULT_MAX_ENGINES)
-        return DEFAULT_MAX_ENGINES
-    return value
+    return env_whole_number(MAX_ENGINES_ENV, DEFAULT_MAX_ENGINES, 1, log)
 
 
 def memory_budget() -> int | None:
@@ -147,13 +157,46 @@ class Admitted:
 
 
 def estimate_deployment(
-    model_file: Path, config: dict[str, Any], slots: int | None, projector: Path | None
+    model_file: Path,
+    config: dict[str, Any],
+    slots: int | None,
+    projector: Path | None,
+    context: int | None = None,
+    info: GGUFInfo | None = None,
 ) -> memory.MemoryEstimate:
     """The estimate for the slots and context the engine will be launched with (llama.cpp's plan);
     EngineUnavailable for a config the engine refuses."""
-    info = llamacpp.read_info(model_file)
-    slots, per_slot = llamacpp.plan(config, slots, info)
+    info = info or llamacpp.read_info(model_file)
+    slots, per_slot = llamacpp.plan(config, slots, info, context)
     return memory.estimate(model_file, slots=slots, context_per_slot=per_slot, projector=projector, info=info)
+
+
+def default_contexts(trained: int | None) -> list[int]:
+    """The contexts per slot a deployment that asked for none may get, largest first: up to
+    ``MAX_DEFAULT_CONTEXT`` (never above the trained length), halving down to ``MIN_CONTEXT``."""
+    top = min(llamacpp.MAX_DEFAULT_CONTEXT, trained or llamacpp.MAX_DEFAULT_CONTEXT)
+    sizes = []
+    while top >= llamacpp.MIN_CONTEXT:
+        sizes.append(top)
+        top //= 2
+    return sizes
+
+
+@dataclass(frozen=True)
+class Room:
+    """What the other deployments leave for a new one (see the module docstring for the rule)."""
+
+    measured: int  # the machine's available memory, or the fixed budget
+    held: int  # what the active deployments hold that ``measured`` does not show yet
+    mapped: frozenset[str]  # weights files the active deployments map already
+    active: int
+    budget: bool  # ``measured`` is KAMIWAZA_MEMORY_AVAILABLE_BYTES
+
+    def needed(self, model_file: str, need: memory.MemoryEstimate) -> int:
+        return need.without_weights if model_file in self.mapped else need.total
+
+    def fits(self, model_file: str, need: memory.MemoryEstimate) -> bool:
+        return self.needed(model_file, need) <= self.measured - self.held
 
 
 @dataclass(frozen=True)
@@ -171,6 +214,8 @@ class Starting:
     log_path: Path
     last_log_size: int = 0
     last_progress: float = 0.0
+    log_start: int = 0  # where this start's output begins in the log (earlier starts are above it)
+    model: str = ""
 
 
 class Supervisor:
@@ -191,6 +236,8 @@ class Supervisor:
         self._admission = threading.Lock()
         self._admitted: dict[str, Admitted] = {}
         self._stopping = threading.Event()
+        self.log_limit = enginelog.rotate_bytes()
+        self._logs_checked = 0.0
         self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
 
     # Public API
@@ -212,12 +259,16 @@ class Supervisor:
         """Admit and queue a deployment; AdmissionRefused past the engine cap or the free memory,
         EngineUnavailable for a config the engine refuses (both before any row or process exists)."""
         model_file = Path(file_row["storage_location"] or "")
+        fields = dict(config.get("config") or {})
+        projector = self._projector(model["id"])
         # The header is read outside the lock: concurrent deploys only wait for each other's catalog work.
-        need = estimate_deployment(
-            model_file, dict(config.get("config") or {}), max_concurrent_requests, self._projector(model["id"])
-        )
+        info = llamacpp.read_info(model_file)
+        need = estimate_deployment(model_file, fields, max_concurrent_requests, projector, info=info)
         with self._admission:
-            self._admit(str(model["name"]), str(model_file), need)
+            room = self._room()
+            if llamacpp.requested_context(fields) is None and info is not None:
+                need = self._default_context(model_file, fields, max_concurrent_requests, projector, info, room)
+            self._admit(str(model["name"]), str(model_file), need, room)
             dep_id = self.store.insert_deployment(
                 m_id=model["id"],
                 m_config_id=config["id"],
@@ -227,6 +278,7 @@ class Supervisor:
                 status=REQUESTED,
                 requested_port=requested_port or None,
                 max_concurrent_requests=max_concurrent_requests,
+                context_per_slot=need.context_per_slot,
                 force_cpu=force_cpu,
             )
             self._admitted[dep_id] = Admitted(need, str(model_file))
@@ -234,16 +286,27 @@ class Supervisor:
         self._requests.put(dep_id)
         return dep_id
 
-    def _admit(self, name: str, model_file: str, need: memory.MemoryEstimate) -> None:
-        """Raise AdmissionRefused unless one more engine, of this estimate, fits. Under ``_admission``."""
+    @staticmethod
+    def _default_context(
+        model_file: Path,
+        fields: dict[str, Any],
+        slots: int | None,
+        projector: Path | None,
+        info: GGUFInfo,
+        room: Room,
+    ) -> memory.MemoryEstimate:
+        """The estimate at the largest default context that fits what is free (the smallest one when
+        none does, which admission then refuses with its numbers)."""
+        need = None
+        for tokens in default_contexts(info.context_length):
+            need = estimate_deployment(model_file, fields, slots, projector, tokens, info)
+            if room.fits(str(model_file), need):
+                return need
+        return need or estimate_deployment(model_file, fields, slots, projector, info=info)
+
+    def _room(self) -> Room:
+        """What is free for one more deployment. Under ``_admission``."""
         active = [d for d in self.store.list_deployments() if d["status"] in ACTIVE]
-        cap = max_engines()
-        if len(active) >= cap:
-            raise AdmissionRefused(
-                f"cannot deploy {name}: this server runs at most {cap} engines at once and {len(active)} are "
-                f"running or starting; stop one first (kamiwaza ps, then kamiwaza stop NAME), "
-                f"or allow more with {MAX_ENGINES_ENV}"
-            )
         active_ids = {d["id"] for d in active}
         for gone in [dep_id for dep_id in self._admitted if dep_id not in active_ids]:
             del self._admitted[gone]
@@ -260,20 +323,30 @@ class Supervisor:
                 # its prompt cache fills up later, with use.
                 held += admitted.estimate.prompt_cache
         held += sum(mapped.values())
-        needed = need.without_weights if model_file in mapped else need.total
-        free = measured - held
-        if needed <= free:
+        return Room(measured, held, frozenset(mapped), len(active), budget is not None)
+
+    def _admit(self, name: str, model_file: str, need: memory.MemoryEstimate, room: Room) -> None:
+        """Raise AdmissionRefused unless one more engine, of this estimate, fits. Under ``_admission``."""
+        cap = max_engines()
+        if room.active >= cap:
+            raise AdmissionRefused(
+                f"cannot deploy {name}: this server runs at most {cap} engines at once and {room.active} are "
+                f"running or starting; stop one first (kamiwaza ps, then kamiwaza stop NAME), "
+                f"or allow more with {MAX_ENGINES_ENV}"
+            )
+        if room.fits(model_file, need):
             return
-        parts = need.describe(weights=model_file not in mapped)
-        if model_file in mapped:
+        needed, free, shared = room.needed(model_file, need), room.measured - room.held, model_file in room.mapped
+        parts = need.describe(weights=not shared)
+        if shared:
             parts += f"; its weights, {memory.human(need.weights)}, are loaded already"
-        if budget is not None:
-            source = f"a budget of {memory.human(measured)} set by {MEMORY_ENV}"
+        if room.budget:
+            source = f"a budget of {memory.human(room.measured)} set by {MEMORY_ENV}"
         else:
-            source = f"{memory.human(measured)} available"
-        if active:
-            plural = "deployment" if len(active) == 1 else "deployments"
-            source += f", {memory.human(held)} of it held by {len(active)} other {plural}"
+            source = f"{memory.human(room.measured)} available"
+        if room.active:
+            plural = "deployment" if room.active == 1 else "deployments"
+            source += f", {memory.human(room.held)} of it held by {room.active} other {plural}"
         raise AdmissionRefused(
             f"not enough memory to deploy {name}: it needs {memory.human(needed)} ({parts}) and "
             f"{memory.human(max(free, 0))} is free for it ({source}); {NEXT_STEP_MEMORY}"
@@ -290,6 +363,7 @@ class Supervisor:
                 dict(config_row.get("config") or {}),
                 dep["max_concurrent_requests"],
                 self._projector(dep["m_id"]),
+                dep["context_per_slot"],
             )
         except engines.EngineUnavailable:
             need = memory.estimate(model_file, slots=1, context_per_slot=0)
@@ -349,6 +423,18 @@ class Supervisor:
                 self._spawn(dep_id)
             self._poll_starting()
             self._poll_running()
+            if time.monotonic() - self._logs_checked >= LOG_CHECK_INTERVAL:
+                self._logs_checked = time.monotonic()
+                self._rotate_logs()
+
+    def _rotate_logs(self) -> None:
+        with self._lock:
+            writing = list(self._starting) + list(self._running)
+        for dep_id in writing:
+            try:
+                enginelog.EngineLog(self.log_path(dep_id)).rotate_if_larger(self.log_limit)
+            except OSError as exc:  # a full disk must not stop the supervisor
+                log.warning("could not rotate the log of deployment %s: %s", dep_id, exc)
 
     def _spawn(self, dep_id: str) -> None:
         dep = self.store.get_deployment(dep_id)
@@ -378,6 +464,7 @@ class Supervisor:
             port=free_port(),
             api_key=secrets.token_urlsafe(32),
             slots=dep["max_concurrent_requests"],
+            context=dep["context_per_slot"],
             force_cpu=bool(dep["force_cpu"]),
             projector=self._projector(dep["m_id"]),
         )
@@ -388,6 +475,9 @@ class Supervisor:
             with log_path.open("ab") as out:
                 out.write(f"--- {now()} starting {' '.join(spec.argv)}\n".encode())
                 out.flush()
+                # Taken before the engine runs: one that fails at once has written its cause by the
+                # time the catalog is updated below.
+                log_start = out.tell()
                 proc = subprocess.Popen(
                     spec.argv,
                     stdin=subprocess.DEVNULL,
@@ -427,15 +517,12 @@ class Supervisor:
                 log_path,
                 log_path.stat().st_size,
                 time.monotonic(),
+                log_start=log_start,
+                model=str(dep["m_name"] or ""),
             )
 
     def _projector(self, model_id: str) -> Path | None:
-        """A vision model's downloaded projector (mmproj) file, which the engine needs beside the weights."""
-        for f in self.store.list_files(model_id):
-            path = Path(f["storage_location"] or "")
-            if is_projector(f["name"]) and not f["is_downloading"] and path.is_file():
-                return path
-        return None
+        return find_projector(self.store, model_id)
 
     def _poll_starting(self) -> None:
         with self._lock:
@@ -445,11 +532,13 @@ class Supervisor:
             if code is not None:
                 with self._lock:
                     self._starting.pop(dep_id, None)
-                lines = tail(s.log_path)
+                lines = tail(s.log_path, CLASSIFY_LINES, since=s.log_start)
+                failure = s.engine.classify_failure(lines, s.model)
                 self._fail(
                     dep_id,
-                    s.engine.classify_failure(lines),
-                    f"the engine exited with code {code} while starting: " + " | ".join(lines[-5:]),
+                    failure.code,
+                    f"{failure.cause} {NEXT_STEP} {failure.next_step} | "
+                    f"the engine exited with code {code} while starting | " + " | ".join(lines[-5:]),
                 )
                 continue
             if _healthy(s.health_url):
@@ -562,6 +651,15 @@ def _kill_orphan(pid: int, engine_port: int | None) -> None:
 
 class MissingModelFile(Exception):
     """The deployment's weights are gone from disk."""
+
+
+def find_projector(store: Store, model_id: str) -> Path | None:
+    """A vision model's downloaded projector (mmproj) file, which the engine needs beside the weights."""
+    for f in store.list_files(model_id):
+        path = Path(f["storage_location"] or "")
+        if is_projector(f["name"]) and not f["is_downloading"] and path.is_file():
+            return path
+    return None
 
 
 def is_projector(name: str) -> bool:

@@ -50,9 +50,10 @@ from .serving import (
     find_deployments,
     is_base_model,
     list_deployments,
-    log_snapshot,
+    log_page,
     logs,
     serve,
+    still_starting,
     stop,
     stop_deployments,
 )
@@ -94,7 +95,7 @@ __all__ = [
     "find_model",
     "list_deployments",
     "list_models",
-    "log_snapshot",
+    "log_page",
     "logs",
     "model_json",
     "pull",
@@ -102,6 +103,7 @@ __all__ = [
     "resolve_pull_ref",
     "serve",
     "stop",
+    "still_starting",
     "stop_deployments",
     "stored_token",
 ]

@@ -3,7 +3,9 @@
 ``connect`` picks the URL (flag > env > config file > local), starts the embedded server when it
 is the chosen platform and not running, and sets the API key: KAMIWAZA_API_KEY, else the token
 ``kamiwaza login`` stored for this URL (refreshed when it is about to expire), else a loopback
-placeholder.
+placeholder. Whether the platform is a local server on this machine (``is_local``: it can read
+this machine's files) is never read from the URL string: it is this home's running server reached
+on its port, or a server whose ping says it is one (localserver.serves_here).
 """
 
 from __future__ import annotations
@@ -39,21 +41,26 @@ def connect(
     """
     resolved = config.base_url(url_flag, platform_flag)
     url = resolved.value or config.local_url()
-    is_local = url == config.local_url()
+    chosen_default = url == config.local_url() and url_flag is None and not config.from_env("base_url")
     started = None
-    if is_local and url_flag is None and not config.from_env("base_url"):
-        from .. import localserver
+    from .. import localserver  # light: it is on the start-up path anyway
 
-        running = localserver.status(config.home())
+    running = localserver.status(config.home())
+    if chosen_default:
         if running is not None:
             url = running.url  # the local server started with another --port (or TLS) is still "local"
         elif autostart and not localserver.ping(url, timeout=1.0):
             localserver.start(config.home(), port=config.local_port())
             started = ServerStarted(url)
+    # This home's running server, reached on its port, is local without asking it (no extra request).
+    known_local = chosen_default or (running is not None and localserver.is_recorded_server(url, running))
     verify, bundle = config.tls_verify(insecure, ca_bundle)
     platform = SdkPlatform(
         url,
-        is_local=is_local,
+        # Any other URL is local when the server there says it is this machine's local server
+        # (its /ping, asked once when first needed), whatever port or host name reaches it.
+        is_local=True if known_local else None,
+        local_check=_serves_here,
         debug=debug or config.debug_enabled(),  # --debug comes in as ``debug``
         verify=verify,
         ca_bundle=bundle,
@@ -62,6 +69,12 @@ def connect(
     if not anonymous:
         platform.api_key = config.resolve("api_key").value or stored_token(platform) or _loopback_token(url)
     return platform, started
+
+
+def _serves_here(url: str, ping: dict[str, object]) -> bool:
+    from .. import localserver
+
+    return localserver.serves_here(url, ping)
 
 
 def stored_token(platform: Platform) -> str | None:

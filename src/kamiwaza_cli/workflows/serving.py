@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import statuses
 from ..errors import KamiwazaError, NotFound
-from ..platform import Deployment, DeployRefused, Model, ModelFacts, Platform
+from ..platform import Deployment, DeployRefused, Logs, Model, ModelFacts, Platform
 from .models import find_model, list_models
 from .pulling import AlreadyDownloaded, PullDone, pull
 
@@ -86,6 +86,7 @@ def serve(
     port: int | None = None,
     parallel: int | None = None,
     force_cpu: bool = False,
+    context: int | None = None,
     timeout: float = 600.0,
 ) -> Iterator[Any]:
     """Pull if needed, reuse a running deployment (one that matches what was asked) or deploy,
@@ -118,6 +119,8 @@ def serve(
             continue
         if force_cpu and not d.force_cpu:
             continue
+        if context and d.context_per_slot != context:
+            continue
         if d.status == statuses.DEPLOYED and d.endpoint:
             yield Deployed(name, d, d.endpoint, reused=True, model=model)
             return
@@ -125,7 +128,7 @@ def serve(
         return
 
     try:
-        dep_id = platform.deploy(model.id, port=port, parallel=parallel, force_cpu=force_cpu)
+        dep_id = platform.deploy(model.id, port=port, parallel=parallel, force_cpu=force_cpu, context=context)
     except DeployRefused as exc:
         raise KamiwazaError(f"cannot deploy {name}: {exc.message}") from exc
     yield from _wait_deployed(platform, name, dep_id, timeout, reused=False, model=model)
@@ -150,13 +153,17 @@ def _wait_deployed(
         if status in FAILED_STATUSES or status == statuses.STOPPED:
             code = d.error_code or status
             message = d.error_message or "the deployment failed"
+            # "<cause> → <next step> | <log lines>" (the local server's form); else the log says more.
+            cause, _, next_step = message.split(" | ")[0].partition(" → ")
+            if next_step:
+                raise DeploymentFailed(f"{name} failed to deploy ({code}): {cause.strip()}", hint=next_step.strip())
             hint = (
                 f"pull it again with: kamiwaza pull {name}"
                 if code == statuses.MUST_REDOWNLOAD
                 else f"see the engine log with: kamiwaza logs {dep_id[:8]}"
             )
             raise DeploymentFailed(
-                f"{name} failed to deploy ({code}): {message.split(' | ')[0]}",
+                f"{name} failed to deploy ({code}): {cause}",
                 hint=hint,
                 log_lines=logs(platform, dep_id)[-10:],
             )
@@ -192,6 +199,11 @@ def logs(platform: Platform, dep_id: str) -> list[str]:
         return []
 
 
-def log_snapshot(platform: Platform, dep_id: str) -> tuple[list[str], int, bool]:
-    r = platform.logs(dep_id)
-    return list(r.lines), r.total, r.active
+def log_page(platform: Platform, dep_id: str, *, lines: int | None = None, since: int | None = None) -> Logs:
+    """The last ``lines`` lines of a deployment's engine log, or those from position ``since`` on."""
+    return platform.logs(dep_id, lines=lines, since=since)
+
+
+def still_starting(platform: Platform, dep_id: str) -> bool:
+    """A deployment that is not writing its log yet but will (queued or being restored)."""
+    return platform.deployment(dep_id).status in ACTIVE_STATUSES

@@ -25,6 +25,7 @@ class Deployment:
     port: int  # the engine's private loopback port
     api_key: str  # the engine's own key, known only to the server
     slots: int | None = None  # the platform's max_concurrent_requests
+    context: int | None = None  # tokens per slot, chosen at admission; None: the config's or the engine's default
     force_cpu: bool = False
     projector: Path | None = None  # a vision model's mmproj file
 
@@ -37,6 +38,16 @@ class LaunchSpec:
     facts: dict[str, Any] = field(default_factory=dict)  # what the engine was given: slots, context, threads
 
 
+@dataclass(frozen=True)
+class Failure:
+    """Why an engine failed, read from its log: the platform's error code, the cause in one line
+    (the engine's own words where they say it), and what the user can do about it."""
+
+    code: str  # MODEL_LOADING_FAILURE, OOM, CUDA_ERROR, INVALID_CONFIG or CONTAINER_EXITED
+    cause: str
+    next_step: str
+
+
 class Engine(Protocol):
     name: str
 
@@ -46,7 +57,7 @@ class Engine(Protocol):
 
     def launch(self, model_file: Path, config: Mapping[str, Any], deployment: Deployment) -> LaunchSpec: ...
 
-    def classify_failure(self, log_tail: list[str]) -> str: ...
+    def classify_failure(self, log_tail: list[str], model: str) -> Failure: ...
 
 
 # Files that ride along with weights (configs, tokenizers, cards) and say nothing about the engine.

@@ -4,9 +4,12 @@ RamaLama run, with parallel slots and continuous batching.
 ``launch`` turns a model file and a deployment's settings into one ``llama-server`` argv:
 - threads: the machine's physical cores (``n_threads`` in the model config overrides);
 - slots: ``max_concurrent_requests`` of the deployment (default 4), each with the whole
-  per-slot context (``n_ctx``, default 4096, never above the model's trained length), so
-  four users get four streams at once instead of a queue; ``plan`` decides both, before a
-  deploy is admitted (the memory check) and at launch, so the two never differ;
+  per-slot context, so four users get four streams at once instead of a queue;
+- context per slot: the deployment's (chosen when it was admitted, supervisor.py), else ``n_ctx``
+  (or ``max_model_len``) of the model config; one asked above the model's trained length
+  (``<arch>.context_length``) or below ``MIN_CONTEXT`` is refused, as vLLM refuses a
+  ``max_model_len`` it cannot serve; ``plan`` decides slots and context before a deploy is admitted
+  (the memory check) and at launch, so the two never differ;
 - the host prompt cache (``--cache-ram``): as large as the KV cache (server/memory.py), not
   llama-server's 8 GiB default, so an engine stays within what its deploy was admitted for;
 - chat template: the GGUF's own Jinja template; for a GGUF without one, llama.cpp's built-in
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,10 +40,13 @@ from typing import Any
 from ... import portable
 from ...gguf import GGUFError, GGUFInfo, read_gguf
 from .. import memory
-from . import Deployment, EngineUnavailable, LaunchSpec
+from . import Deployment, EngineUnavailable, Failure, LaunchSpec
 from .build import BINARY
 
-DEFAULT_CONTEXT = 4096
+DEFAULT_CONTEXT = 4096  # when the supervisor chose none (no memory figure to choose from)
+MAX_DEFAULT_CONTEXT = 8192  # the most a deployment gets without asking (ollama's default is less)
+# Fewer tokens than this leave no room for a template, a question and an answer.
+MIN_CONTEXT = 512
 DEFAULT_SLOTS = 4
 MAX_SLOTS = 64
 
@@ -123,20 +130,43 @@ def _int(config: Mapping[str, Any], *keys: str) -> int | None:
     return None
 
 
-def plan_context(config: Mapping[str, Any], trained: int | None) -> int:
-    wanted = _int(config, "n_ctx", "max_model_len") or DEFAULT_CONTEXT
-    if wanted < 0:
-        raise EngineUnavailable(f"model config field 'n_ctx' must be a positive number of tokens, not {wanted}")
-    return min(wanted, trained) if trained else wanted
+def requested_context(config: Mapping[str, Any]) -> int | None:
+    """The context per slot the model config asks for (``n_ctx``, else ``max_model_len``), if any."""
+    return _int(config, "n_ctx", "max_model_len")
 
 
-def plan(config: Mapping[str, Any], slots: int | None, info: GGUFInfo | None) -> tuple[int, int]:
+def check_context(tokens: int, trained: int | None) -> int:
+    """``tokens`` when the engine can give it; EngineUnavailable, with the bounds, when not."""
+    if tokens < MIN_CONTEXT:
+        raise EngineUnavailable(
+            f"a context (n_ctx) of {tokens} tokens is too small: ask for at least {MIN_CONTEXT} (--ctx {MIN_CONTEXT})"
+        )
+    if trained and tokens > trained:
+        raise EngineUnavailable(
+            f"a context (n_ctx) of {tokens} tokens is more than the {trained} this model was trained for: "
+            f"ask for at most {trained} (--ctx {trained})"
+        )
+    return tokens
+
+
+def plan_context(config: Mapping[str, Any], trained: int | None, context: int | None = None) -> int:
+    """The deployment's ``context`` when it has one, else the config's, else the default (capped at
+    the trained length); an asked-for context outside the engine's bounds is refused."""
+    wanted = context or requested_context(config)
+    if wanted is None:
+        return min(DEFAULT_CONTEXT, trained) if trained else DEFAULT_CONTEXT
+    return check_context(wanted, trained)
+
+
+def plan(
+    config: Mapping[str, Any], slots: int | None, info: GGUFInfo | None, context: int | None = None
+) -> tuple[int, int]:
     """(slots, context per slot) of a deployment: the deployment's slots, else the config's, else 4;
-    the config's context capped at the model's trained length."""
+    the deployment's context, else the config's, within the model's trained length."""
     slots = slots or _int(config, "max_concurrent_requests", "n_parallel") or DEFAULT_SLOTS
     if not 1 <= slots <= MAX_SLOTS:
         raise EngineUnavailable(f"max_concurrent_requests must be between 1 and {MAX_SLOTS}, not {slots}")
-    return slots, plan_context(config, info.context_length if info else None)
+    return slots, plan_context(config, info.context_length if info else None, context)
 
 
 def read_info(model_file: Path) -> GGUFInfo | None:
@@ -169,7 +199,7 @@ class LlamaCpp:
             self.check_installed()
         assert binary is not None
         info = read_info(model_file)
-        slots, per_slot = plan(config, deployment.slots, info)
+        slots, per_slot = plan(config, deployment.slots, info, deployment.context)
         threads = _int(config, "n_threads") or portable.physical_cores()
         alias = str(config.get("model_alias") or model_file.stem)
         argv = [
@@ -200,9 +230,7 @@ class LlamaCpp:
             argv += ["--mmproj", str(deployment.projector)]
         argv += self._gpu_args(binary, config, deployment.force_cpu)
         facts = {"slots": slots, "context_per_slot": per_slot, "threads": threads, "embeddings": embeddings}
-        return LaunchSpec(
-            argv=argv, health_path="/health", env={"LLAMA_API_KEY": deployment.api_key}, facts=facts
-        )
+        return LaunchSpec(argv=argv, health_path="/health", env={"LLAMA_API_KEY": deployment.api_key}, facts=facts)
 
     @staticmethod
     def _template_args(config: Mapping[str, Any], info: GGUFInfo | None) -> list[str]:
@@ -228,25 +256,95 @@ class LlamaCpp:
         # llama.cpp's auto fit offloads every layer that fits in the devices' free memory.
         return ["--n-gpu-layers", str(config.get("n_gpu_layers") or "auto")]
 
-    def classify_failure(self, log_tail: list[str]) -> str:
-        text = "\n".join(log_tail).lower()
-        if "out of memory" in text or "failed to allocate" in text or "cannot allocate" in text or "bad_alloc" in text:
-            return "OOM"
-        if "cuda error" in text or "cudamalloc" in text:
-            return "CUDA_ERROR"
-        if any(
-            marker in text
-            for marker in (
-                "failed to load model",
-                "error loading model",
-                "unknown model architecture",
-                "gguf_init",
-                "failed to load split",
-                "invalid split",
-                "failed to read",
-            )
-        ):
-            return "MODEL_LOADING_FAILURE"
-        if "invalid argument" in text or "error while handling argument" in text or "unknown argument" in text:
-            return "INVALID_CONFIG"
-        return "CONTAINER_EXITED"
+    def classify_failure(self, log_tail: list[str], model: str) -> Failure:
+        return classify_failure(log_tail, model)
+
+
+# What llama.cpp prints when it cannot start, as of the pinned build (each pattern was seen with a
+# real bad file: tests/test_serving_errors.py). The first class whose pattern matches a line wins,
+# so the specific causes come before "failed to load model", which every loading error also prints.
+_ARCHITECTURE = re.compile(r"unknown model architecture: '([^']*)'")
+_SPLIT = re.compile(r"failed to (?:load GGUF split from|open GGUF file '?)\s*'?([^'\s()]+\.gguf)")
+_SPLIT_OLD = re.compile(r"failed to load split (\d+) of (\d+)")
+_ALLOCATE = re.compile(r"attempted to allocate ([\d.]+) MB|failed to allocate \w+ buffer of size (\d+)")
+_CORRUPT = (
+    "not within the file bounds",
+    "corrupted or incomplete",
+    "failed to read header",
+    "invalid magic",
+    "failed to read tensor",
+    "tensor data is not",
+)
+_OOM = ("out of memory", "insufficient memory", "failed to allocate", "cannot allocate", "bad_alloc")  # mmap: ENOMEM
+_CONFIG = ("invalid argument", "error while handling argument", "unknown argument")
+_LOAD_ERROR = re.compile(r"error loading model: (.+)$")
+
+
+def classify_failure(log_tail: list[str], model: str) -> Failure:
+    """The cause of a failed start, from the engine's last log lines, and the next step for it."""
+    text = "\n".join(log_tail)
+    lower = text.lower()
+    log_step = f"see the whole engine log with: kamiwaza logs {model}"
+    if m := _ARCHITECTURE.search(text):
+        return Failure(
+            "MODEL_LOADING_FAILURE",
+            f"this llama.cpp does not support the model architecture '{m[1]}'",
+            f"use a GGUF of an architecture llama.cpp supports (kamiwaza show {model} gives this one's), "
+            "or point KAMIWAZA_LLAMA_SERVER at a newer llama-server",
+        )
+    if m := _SPLIT.search(text):
+        return Failure(
+            "MODEL_LOADING_FAILURE",
+            f"a part of the split model is missing: {Path(m[1]).name}",
+            f"pull the model again to fetch every part: kamiwaza rm {model}, then kamiwaza pull it",
+        )
+    if m := _SPLIT_OLD.search(text):
+        return Failure(
+            "MODEL_LOADING_FAILURE",
+            f"part {m[1]} of the {m[2]} parts of the split model could not be loaded",
+            f"pull the model again to fetch every part: kamiwaza rm {model}, then kamiwaza pull it",
+        )
+    if any(marker in lower for marker in _CORRUPT):
+        return Failure(
+            "MODEL_LOADING_FAILURE",
+            f"the model file is corrupt or incomplete ({_quote(log_tail, _CORRUPT)})",
+            f"remove it and download it again: kamiwaza rm {model}, then kamiwaza pull it",
+        )
+    if "cuda error" in lower and "out of memory" not in lower or "cudamalloc" in lower:
+        return Failure("CUDA_ERROR", f"the GPU failed: {_quote(log_tail, ('cuda',))}", "run on the CPU: --cpu")
+    if any(marker in lower for marker in _OOM):
+        what = "its buffers"
+        if m := _ALLOCATE.search(text):
+            what = f"{float(m[1]):.0f} MiB" if m[1] else f"{int(m[2]) // memory.MIB} MiB"
+        elif "mmap failed" in lower:
+            what = "the model's weights (mmap)"
+        return Failure(
+            "OOM",
+            f"the engine ran out of memory: it could not allocate {what}",
+            "use a smaller context (--ctx 2048) or fewer slots (--parallel 1), or stop another "
+            "deployment (kamiwaza ps, then kamiwaza stop NAME)",
+        )
+    if any(marker in lower for marker in _CONFIG):
+        return Failure("INVALID_CONFIG", f"the engine refused its settings: {_quote(log_tail, _CONFIG)}", log_step)
+    for line in reversed(log_tail):
+        if m := _LOAD_ERROR.search(line):
+            return Failure("MODEL_LOADING_FAILURE", f"llama.cpp could not load the model: {m[1].strip()}", log_step)
+    if "failed to load model" in lower or "model loading error" in lower or "gguf_init" in lower:
+        return Failure("MODEL_LOADING_FAILURE", "llama.cpp could not load the model", log_step)
+    last = next((ln for ln in reversed(log_tail) if ln.strip()), "")
+    return Failure(
+        "CONTAINER_EXITED", f"the engine stopped: {_strip(last)}" if last else "the engine stopped", log_step
+    )
+
+
+def _strip(line: str) -> str:
+    """A log line without llama.cpp's timestamp and level prefix (``0.00.006.7 E ``)."""
+    return re.sub(r"^\s*\d+\.\d+\.\d+\.\d+\s+[A-Z]\s+", "", line).strip()
+
+
+def _quote(log_tail: list[str], markers: tuple[str, ...]) -> str:
+    """The first log line with one of ``markers``, without its prefix, for the cause line."""
+    for line in log_tail:
+        if any(marker in line.lower() for marker in markers):
+            return _strip(line)
+    return ""

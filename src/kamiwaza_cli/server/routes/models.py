@@ -24,8 +24,9 @@ from .. import sources
 from ..downloads import DiskFull
 from ..sources import SourceError
 from ..store import UnsafeName, now
+from . import planning
 from .context import ServerContext, need_model, source_error
-from .shapes import config_json, file_status, json_bytes, model_json, partial_file, remote_model_json
+from .shapes import config_json, file_status, json_bytes, model_json, partial_file, remote_model_json, status_json
 
 T = TypeVar("T")
 
@@ -93,6 +94,30 @@ def add_routes(api: APIRouter, ctx: ServerContext) -> None:
             listed_models.update(body=await run_in_threadpool(models_body, False), version=version)
         return Response(listed_models["body"], media_type="application/json")
 
+    # Fixed paths before /{model_id}, which would claim them (and answer 422: not a UUID).
+    @api.get("/api/models/pending_deployments")
+    def pending_deployments() -> dict[str, Any]:
+        # No deploy-after-download flags exist here (download_and_deploy is refused): only downloads.
+        downloading = ctx.store.downloading_files()
+        models = {m["id"]: m for m in ctx.store.list_models()}
+        repos = sorted({models[f["m_id"]]["repo_modelId"] for f in downloading if f["m_id"] in models})
+        return {
+            "pending_deployments": [],
+            "downloading_models": repos,
+            "deployment_flags": {},
+            "active_downloads": [status_json(ctx, f) for f in downloading],
+            "total_pending": 0,
+            "total_downloading": len(repos),
+        }
+
+    @api.post("/api/models/cleanup_stale_deployments")
+    def cleanup_stale_deployments() -> dict[str, Any]:
+        return {
+            "cleaned_count": 0,
+            "cleaned_flags": [],
+            "message": "No stale deployment flags: the local server deploys only when asked",
+        }
+
     @api.get("/api/models/{model_id}")
     def get_model(model_id: UUID) -> dict[str, Any]:
         row = need_model(ctx.store, model_id)
@@ -113,6 +138,29 @@ def add_routes(api: APIRouter, ctx: ServerContext) -> None:
         ctx.store.delete_model(row["id"])
         shutil.rmtree(ctx.store.model_dir(row["id"]), ignore_errors=True)
         return {"message": f"Model {row['name']} deleted", "id": row["id"]}
+
+    @api.get("/api/models/{model_id}/deployment_info")
+    def deployment_info(model_id: UUID) -> dict[str, Any]:
+        row = need_model(ctx.store, model_id)
+        active = [d for d in ctx.store.list_deployments(row["id"]) if d["status"] in ACTIVE]
+        if not active:
+            return {"deployed": False}
+        d = active[0]
+        return {
+            "deployed": True,
+            "deployment_id": d["id"],
+            "status": d["status"],
+            "engine_type": d["engine_name"],
+            "lb_port": d["lb_port"] or 0,
+            "access_path": f"/runtime/models/{d['id']}",
+            "m_file_id": d["m_file_id"],
+            "m_config_id": d["m_config_id"],
+        }
+
+    @api.get("/api/models/{model_id}/memory_usage")
+    def memory_usage(model_id: UUID) -> int:
+        p = planning.plan(ctx, need_model(ctx.store, model_id), None, None)
+        return planning.estimate(ctx, p).total
 
     @api.get("/api/models/{model_id}/configs")
     def model_configs(model_id: UUID, default: bool = False) -> list[dict[str, Any]]:
