@@ -12,7 +12,7 @@ from typing import Any
 from .. import catalog, quantization, statuses
 from ..catalog import ModelRef
 from ..errors import KamiwazaError, NotFound, UsageError
-from ..platform import Model, ModelFile, Platform
+from ..platform import Model, Platform
 
 
 def list_models(platform: Platform) -> list[Model]:
@@ -106,12 +106,21 @@ def describe(platform: Platform, text: str) -> dict[str, Any]:
         except KamiwazaError:
             available = []  # the hub may be offline; show what is known locally
     files = []
-    gguf_facts = []
     for f in full.files:
         status = "downloaded" if f.ready else ("downloading" if f.downloading else "not downloaded")
         files.append({"id": f.id, "name": f.name, "size": f.size, "sha256": f.checksum, "status": status})
-        if f.ready and f.name.lower().endswith(".gguf") and platform.is_local:  # is_local may ask the server: last
-            gguf_facts.extend(_gguf_facts(f))
+    gguf_facts = [
+        {
+            "file": fact.file,
+            "architecture": fact.architecture,
+            "parameters": fact.parameters,
+            "context_length": fact.context_length,
+            "quantization": fact.quantization,
+            "chat_template": fact.chat_template,
+            "instruction_tuned": fact.instruct,
+        }
+        for fact in platform.facts(full)
+    ]
     ready_names = [f.name for f in full.files if f.ready]
     deployments = [
         {"id": d.id, "status": d.status, "slots": d.slots, "context_per_slot": d.context_per_slot}
@@ -133,23 +142,3 @@ def describe(platform: Platform, text: str) -> dict[str, Any]:
         "gguf": gguf_facts,
         "deployments": deployments,
     }
-
-
-def _gguf_facts(f: ModelFile) -> list[dict[str, Any]]:
-    from ..gguf import GGUFError, read_gguf
-
-    assert f.path is not None
-    try:
-        info = read_gguf(f.path)
-    except (GGUFError, OSError):
-        return []
-    return [
-        {
-            "file": f.name,
-            "architecture": info.architecture,
-            "parameters": info.parameter_count,
-            "context_length": info.context_length,
-            "quantization": info.quantization,
-            "chat_template": info.has_chat_template,
-        }
-    ]

@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import statuses
 from ..errors import KamiwazaError, NotFound
-from ..platform import Deployment, DeployRefused, Logs, Platform
+from ..platform import Deployment, DeployRefused, Logs, Model, ModelFacts, Platform
 from .models import find_model, list_models
 from .pulling import AlreadyDownloaded, PullDone, pull
 
@@ -37,6 +37,21 @@ class Deployed:
     deployment: Deployment
     endpoint: str
     reused: bool
+    model: Model | None = None  # the model record serve found (its files: the chat reads their facts)
+
+
+def is_base_model(platform: Platform, deployed: Deployed) -> bool:
+    """Whether the served model is a base model (ModelFacts.base): then the chat runs it as text
+    completion. Unknown facts (a cluster's files) mean a chat model, as every engine assumes."""
+    if deployed.model is None:
+        return False
+    facts: list[ModelFacts] = platform.facts(deployed.model)
+    if not facts or not all(f.base for f in facts):
+        return False
+    # A chat template set in the model's default config (the engine's override) makes it a chat model.
+    # Asked only of base models: an instruct model's run costs no extra request.
+    configs = platform.model_configs(deployed.model.id)
+    return not any(c.default and (c.config.get("chat_template") or c.config.get("chat_format")) for c in configs)
 
 
 def list_deployments(platform: Platform) -> list[Deployment]:
@@ -107,19 +122,21 @@ def serve(
         if context and d.context_per_slot != context:
             continue
         if d.status == statuses.DEPLOYED and d.endpoint:
-            yield Deployed(name, d, d.endpoint, reused=True)
+            yield Deployed(name, d, d.endpoint, reused=True, model=model)
             return
-        yield from _wait_deployed(platform, name, d.id, timeout, reused=True)
+        yield from _wait_deployed(platform, name, d.id, timeout, reused=True, model=model)
         return
 
     try:
         dep_id = platform.deploy(model.id, port=port, parallel=parallel, force_cpu=force_cpu, context=context)
     except DeployRefused as exc:
         raise KamiwazaError(f"cannot deploy {name}: {exc.message}") from exc
-    yield from _wait_deployed(platform, name, dep_id, timeout, reused=False)
+    yield from _wait_deployed(platform, name, dep_id, timeout, reused=False, model=model)
 
 
-def _wait_deployed(platform: Platform, name: str, dep_id: str, timeout: float, *, reused: bool) -> Iterator[Any]:
+def _wait_deployed(
+    platform: Platform, name: str, dep_id: str, timeout: float, *, reused: bool, model: Model | None = None
+) -> Iterator[Any]:
     from ..errors import DeploymentFailed
 
     deadline = time.monotonic() + timeout
@@ -131,7 +148,7 @@ def _wait_deployed(platform: Platform, name: str, dep_id: str, timeout: float, *
             yield DeployStatus(name, status)
             last = status
         if status == statuses.DEPLOYED and d.endpoint:
-            yield Deployed(name, d, d.endpoint, reused=reused)
+            yield Deployed(name, d, d.endpoint, reused=reused, model=model)
             return
         if status in FAILED_STATUSES or status == statuses.STOPPED:
             code = d.error_code or status
