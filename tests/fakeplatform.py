@@ -33,6 +33,7 @@ from kamiwaza_cli.platform import (
     Logs,
     Model,
     ModelConfig,
+    ModelFacts,
     ModelFile,
     ModelUnavailable,
     NewAccessToken,
@@ -110,6 +111,8 @@ class FakePlatform:
         self._deps: dict[str, dict[str, Any]] = {}
         self._logs: dict[str, list[str]] = {}
         self._tokens: dict[str, AccessToken] = {}
+        self.model_facts: dict[str, list[ModelFacts]] = {}  # model id -> what its file headers say
+        self.config_extra: dict[str, dict[str, Any]] = {}  # model id -> more keys of its default config
 
     # Set-up helpers (not part of the port, not counted)
 
@@ -188,7 +191,11 @@ class FakePlatform:
 
     def model_configs(self, model_id: str) -> list[ModelConfig]:
         self.calls.append("model_configs")
-        return [ModelConfig(_id("config"), "default", True, {"ctx": 2048})]
+        return [ModelConfig(_id("config"), "default", True, {"ctx": 2048, **self.config_extra.get(model_id, {})})]
+
+    def facts(self, model: Model) -> list[ModelFacts]:
+        self.calls.append("facts")
+        return list(self.model_facts.get(model.id, []))
 
     def hub_files(self, hub: str, repo_id: str) -> list[ModelFile]:
         self.calls.append("hub_files")
@@ -364,10 +371,11 @@ class FakePlatform:
 
 
 class _Stream:
-    def __init__(self, pieces: list[str]) -> None:
-        self._chunks = [
-            SimpleNamespace(usage=None, choices=[SimpleNamespace(delta=SimpleNamespace(content=p))]) for p in pieces
-        ]
+    def __init__(self, pieces: list[str], *, text: bool = False) -> None:
+        def choice(p: str) -> SimpleNamespace:  # a completion streams text, a chat streams deltas
+            return SimpleNamespace(text=p) if text else SimpleNamespace(delta=SimpleNamespace(content=p))
+
+        self._chunks = [SimpleNamespace(usage=None, choices=[choice(p)]) for p in pieces]
         usage = SimpleNamespace(prompt_tokens=7, completion_tokens=len(pieces))
         self._chunks.append(SimpleNamespace(usage=usage, choices=[]))
 
@@ -388,7 +396,13 @@ class _FakeOpenAI:
             self.requests.append(kwargs)
             return _Stream([w + " " for w in platform_ref.reply.split()])
 
+        def complete(**kwargs: Any) -> _Stream:
+            platform_ref.calls.append("completion")
+            self.requests.append(kwargs)
+            return _Stream([w + " " for w in platform_ref.reply.split()], text=True)
+
         self.chat = SimpleNamespace(completions=SimpleNamespace(create=create))
+        self.completions = SimpleNamespace(create=complete)
 
 
 class FakeCli:

@@ -265,11 +265,11 @@ def test_run_pulls_and_deploys_a_model_that_is_not_there(server: LocalServer, de
     server.cli("rm", "--force", GEMMA_REPO)
 
 
-def test_a_message_the_engine_refuses_is_one_notice_and_the_chat_goes_on(
+def test_a_conversation_longer_than_the_context_leaves_out_its_oldest_turns(
     server: LocalServer, deployed: str, tmp_path: Path
 ) -> None:
-    """A conversation loaded from a transcript that no longer fits the context: the engine refuses
-    the next turn; the chat says why in one notice and goes on (and /clear makes room)."""
+    """A conversation loaded from a transcript that no longer fits the context: the chat leaves the
+    oldest turns out of the request, says so once, and answers; the transcript keeps them all."""
     long = tmp_path / "long.json"
     history = [
         {"role": "user", "content": "the sea is wide and blue. " * 2000},  # ~14k tokens: past the default 8192
@@ -278,11 +278,12 @@ def test_a_message_the_engine_refuses_is_one_notice_and_the_chat_goes_on(
     long.write_text(json.dumps({"version": 1, "model": MODEL, "system": "", "parameters": {}, "messages": history}))
     child = spawn(server, "--load", str(long), "--max-tokens", "4", "--temperature", "0")
     try:
-        refused = ask(child, "And the sky?")
-        assert "exceeds the available context size" in refused and "Traceback" not in refused
-        ask(child, "/clear")
-        assert ask(child, "Tell me about the sea.").strip()
+        shown = ask(child, "And the sky?")
+        assert "the oldest turns are left out" in shown and "Traceback" not in shown
+        assert "refused" not in shown
+        assert "the oldest turns are left out" not in ask(child, "Tell me about the sea.")
         saved = transcript(child, tmp_path / "after.json")
-        assert [m["content"] for m in saved["messages"] if m["role"] == "user"] == ["Tell me about the sea."]
+        users = [m["content"] for m in saved["messages"] if m["role"] == "user"]
+        assert users[1:] == ["And the sky?", "Tell me about the sea."] and len(saved["messages"]) == 6
     finally:
         child.close(force=True)

@@ -241,8 +241,9 @@ def test_a_prompt_longer_than_the_context_is_one_line_with_the_counts(server: Lo
     assert r.exit_code == 2
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("Error:")]
     context = four["context_per_slot"]
-    assert len(errors) == 1 and f"exceeds the available context size ({context} tokens)" in errors[0], r.stderr
-    assert "Traceback" not in r.stderr and "→ shorten the input" in r.stderr
+    # counted before sending: the prompt's tokens and the context, and the fix
+    assert len(errors) == 1 and f"tokens but the model's context is {context} tokens" in errors[0], r.stderr
+    assert "Traceback" not in r.stderr and "--ctx N) or shorten the input" in r.stderr
 
 
 def test_serve_ctx_sets_the_context_per_slot_within_the_trained_length(server: LocalServer, four: dict) -> None:

@@ -274,8 +274,9 @@ def test_run_on_a_running_deployment_makes_one_lookup(fake: FakePlatform, kw: Fa
     answer = json.loads(r.stdout)
     assert answer["reply"].strip() == "Hello there!" and answer["deployment_id"] == dep.id
     assert answer["endpoint"] == dep.endpoint
-    # the models (to resolve the name), the deployments once (endpoint included), then the chat
-    assert fake.calls == ["models", "deployments", "openai_client", "chat"]
+    # the models (to resolve the name), the deployments once (endpoint included), the model's header
+    # facts (read from the listed files, no request), then the chat
+    assert fake.calls == ["models", "deployments", "facts", "openai_client", "chat"]
 
 
 def test_run_pulls_and_serves_first(fake: FakePlatform, kw: FakeCli) -> None:

@@ -142,8 +142,9 @@ def test_hot_paths_make_the_minimum_requests(server: LocalServer, deployment: st
     debug = {"KAMIWAZA_DEBUG": "1"}
     run = server.cli("run", model_name, "Say hi", "--max-tokens", "4", env=debug)
     assert run.exit_code == 0, run.stderr
-    # one model list to resolve the name, one deployment list (the endpoint comes with it)
-    assert _requests(run) == ["GET /models/", "GET /serving/deployments"], run.stderr
+    # one model list to resolve the name, one deployment list (the endpoint comes with it); the small
+    # model is a base model, so its configs once (a chat_template there makes it a chat model again)
+    assert _requests(run) == ["GET /models/", "GET /serving/deployments", "GET /model_configs/"], run.stderr
     ps = server.cli("ps", "--json", env=debug)
     assert _requests(ps) == ["GET /serving/deployments"], ps.stderr
     pull = server.cli("pull", str(tiny_files["q8"]), env=debug)

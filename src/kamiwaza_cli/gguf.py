@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ __all__ = [
     "MAX_COUNT",
     "MAX_STRING_BYTES",
     "is_gguf_prefix",
+    "looks_instruction_tuned",
     "quantization_label",
     "read_gguf",
 ]
@@ -202,6 +204,32 @@ class GGUFInfo:
 def is_gguf_prefix(first_bytes: bytes) -> bool:
     """True if ``first_bytes`` starts with the GGUF magic (cheap sniffing of downloads)."""
     return first_bytes[:4] == GGUF_MAGIC
+
+
+# Words that GGUF converters (llama.cpp's convert_hf_to_gguf, from the repo's name and card) put
+# in general.finetune, general.name, general.basename or general.tags of a tuned model:
+# "Qwen2.5 0.5B Instruct", finetune "it" (gemma), "chat", "sft", "dpo", "rlhf".
+_INSTRUCT_WORDS = frozenset(
+    {"instruct", "instruction", "it", "chat", "sft", "dpo", "rlhf", "assistant", "conversational"}
+)
+_WORD_SPLIT = re.compile(r"[^a-z0-9]+")
+
+
+def looks_instruction_tuned(metadata: dict[str, object]) -> bool:
+    """Whether the header marks the model as instruction- or chat-tuned (a base model's does not).
+
+    Without a chat template, this decides between chat framing and plain text completion: a
+    base model framed as a chat loops or answers nothing, while as text it continues sensibly.
+    """
+    texts: list[str] = []
+    for key in ("general.finetune", "general.name", "general.basename", "general.tags"):
+        value = metadata.get(key)
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, list):
+            texts.extend(v for v in value if isinstance(v, str))
+    words = {w for text in texts for w in _WORD_SPLIT.split(text.lower()) if w}
+    return bool(words & _INSTRUCT_WORDS)
 
 
 def quantization_label(file_type: int) -> str | None:

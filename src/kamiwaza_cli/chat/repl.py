@@ -17,7 +17,7 @@ from typing import Any
 from ..config import private_file
 from ..errors import UsageError
 from ..textsafe import safe_text
-from .session import ChatSession, EndpointDown, TranscriptError
+from .session import ChatSession, EndpointDown, StreamFailed, TranscriptError
 
 EXIT_WORDS = {"/bye", "/exit", "exit", "quit", "q", "/quit"}
 HELP = """Available commands:
@@ -109,6 +109,7 @@ class Repl:
 
     # The loop
     def run(self) -> int:
+        self.session.notify = self.say  # "old turns are left out", once per session
         while True:
             message = self.read_message()
             if message is None:
@@ -134,14 +135,14 @@ class Repl:
                 if not self._offer_redeploy(str(exc)):
                     return
                 continue
-            except UsageError as exc:  # the engine refused this message: say why, and the chat goes on
+            except (UsageError, StreamFailed) as exc:  # refused or failed: say why, and the chat goes on
                 self._end_line()
                 self.say(f"⚠ {exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
                 return
             break
         self._end_line()
         if reply.interrupted:
-            self.say("⏹ Reply stopped (kept in the conversation, marked [interrupted])")
+            self.say("⏹ Reply stopped (kept here and in /save files, marked [interrupted])")
         if self.session.verbose:
             self.say(format_stats(reply))
 

@@ -1,7 +1,9 @@
 """``kamiwaza run``: pull and serve if needed, then chat (interactive) or answer once.
 
 With PROMPT words, or when stdin is not a terminal, it answers once and exits;
-otherwise it opens the REPL. Pull and deploy progress always go to stderr.
+otherwise it opens the REPL. Pull and deploy progress always go to stderr. A base model
+(no chat template, not instruction-tuned: ``workflows.is_base_model``) runs as text
+completion: a one-shot prompt is sent as text, a chat as a "User: / Assistant:" transcript.
 """
 
 from __future__ import annotations
@@ -103,17 +105,27 @@ def run(
     def client_for(dep: workflows.Deployed) -> object:
         return platform.openai_client(dep.deployment)
 
+    base = workflows.is_base_model(platform, deployed)
+    if base:
+        out.info(
+            f"ℹ {deployed.name} is a base model (no chat template): running it in completion mode, "
+            + ("the prompt as text" if one_shot else 'the chat as a "User: / Assistant:" transcript')
+        )
     session = ChatSession(
         model=deployed.name,
         client=client_for(deployed),
-        system=DEFAULT_SYSTEM,
+        # A base model answering once gets the prompt as it was written, with a system prompt only if asked.
+        system="" if base and one_shot else DEFAULT_SYSTEM,
         verbose=verbose,
         info={
             "deployment": deployed.deployment.id,
             "endpoint": deployed.endpoint,
             "engine": deployed.deployment.engine,
+            "mode": ("text" if one_shot else "transcript") if base else "chat",
             "context": f"{deployed.deployment.context_per_slot or '?'} tokens",
         },
+        mode=("text" if one_shot else "transcript") if base else "chat",
+        context=deployed.deployment.context_per_slot,
     )
     session.images.extend(pictures)
     if transcript is not None:
@@ -168,6 +180,7 @@ def run(
         session.info.update(
             deployment=new.deployment.id, endpoint=new.endpoint, context=f"{new.deployment.context_per_slot} tokens"
         )
+        session.resize(new.deployment.context_per_slot)
         return client_for(new)
 
     history = settings.home() / "history" if settings.history_enabled() else None

@@ -53,6 +53,27 @@ class Model:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelFacts:
+    """What a model file's header says (GGUF), where the platform can read it.
+
+    ``base`` is the rule the chat follows: a model with no chat template whose metadata does not
+    mark it instruction-tuned is a base model, run as text completion rather than as a chat.
+    """
+
+    file: str
+    architecture: str | None = None
+    parameters: int | None = None
+    context_length: int | None = None
+    quantization: str | None = None
+    chat_template: bool = False
+    instruct: bool = False
+
+    @property
+    def base(self) -> bool:
+        return not self.chat_template and not self.instruct
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     id: str
     name: str | None

@@ -34,6 +34,7 @@ from .records import (
     Logs,
     Model,
     ModelConfig,
+    ModelFacts,
     ModelFile,
     ModelUnavailable,
     NewAccessToken,
@@ -224,6 +225,34 @@ class SdkPlatform:
             ModelConfig(str(c.id), c.name, bool(c.default), dict(c.config or {}))
             for c in self._call(self._sdk.models.get_model_configs, model_id)
         ]
+
+    def facts(self, model: Model) -> list[ModelFacts]:
+        """The GGUF headers of the model's downloaded files. Only the local server's files are on
+        this machine (at the paths it reports); a cluster's are not, so it has none to give."""
+        files = [f for f in model.files if f.ready and f.path and f.name.lower().endswith(".gguf")]
+        if not files or not self.is_local:  # is_local may ask the server: last
+            return []
+        from ..gguf import GGUFError, looks_instruction_tuned, read_gguf
+
+        out = []
+        for f in files:
+            assert f.path is not None
+            try:
+                info = read_gguf(f.path)
+            except (GGUFError, OSError):
+                continue
+            out.append(
+                ModelFacts(
+                    file=f.name,
+                    architecture=info.architecture,
+                    parameters=info.parameter_count,
+                    context_length=info.context_length,
+                    quantization=info.quantization,
+                    chat_template=info.has_chat_template,
+                    instruct=looks_instruction_tuned(info.metadata),
+                )
+            )
+        return out
 
     def hub_files(self, hub: str, repo_id: str) -> list[ModelFile]:
         """The files the hub offers for a repo (what could be pulled)."""

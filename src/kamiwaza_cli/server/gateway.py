@@ -41,7 +41,8 @@ class Gateway:
         await self._client.aclose()
 
     async def forward(self, request: Request, port: int, api_key: str, path: str) -> Response:
-        url = f"http://127.0.0.1:{port}/v1/{path}"
+        """Relay ``request`` to the engine's ``/{path}`` (``path`` is e.g. ``v1/chat/completions``)."""
+        url = f"http://127.0.0.1:{port}/{path}"
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST]
         headers.append(("authorization", f"Bearer {api_key}"))
         upstream = self._client.build_request(

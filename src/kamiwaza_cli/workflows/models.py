@@ -255,10 +255,20 @@ def describe(platform: Platform, text: str) -> dict[str, Any]:
             continue
         status = "downloaded" if f.ready else ("downloading" if f.downloading else "not downloaded")
         files.append({"id": f.id, "name": f.name, "size": f.size, "sha256": f.checksum, "status": status})
-    gguf_facts = []
-    for v in every:  # one entry per quantization: its first part holds the model's header
-        if v.first.ready and v.first.name.lower().endswith(".gguf") and platform.is_local:  # is_local may ask: last
-            gguf_facts.extend(_gguf_facts(v.first))
+    firsts = {v.first.name for v in every}  # one entry per quantization: its first part holds the header
+    gguf_facts = [
+        {
+            "file": fact.file,
+            "architecture": fact.architecture,
+            "parameters": fact.parameters,
+            "context_length": fact.context_length,
+            "quantization": fact.quantization,
+            "chat_template": fact.chat_template,
+            "instruction_tuned": fact.instruct,
+        }
+        for fact in platform.facts(full)
+        if fact.file in firsts
+    ]
     ready_names = [f.name for f in full.files if f.ready]
     file_ids = {v.first.id for v in every}
     deployments = [
@@ -282,23 +292,3 @@ def describe(platform: Platform, text: str) -> dict[str, Any]:
         "gguf": gguf_facts,
         "deployments": deployments,
     }
-
-
-def _gguf_facts(f: ModelFile) -> list[dict[str, Any]]:
-    from ..gguf import GGUFError, read_gguf
-
-    assert f.path is not None
-    try:
-        info = read_gguf(f.path)
-    except (GGUFError, OSError):
-        return []
-    return [
-        {
-            "file": f.name,
-            "architecture": info.architecture,
-            "parameters": info.parameter_count,
-            "context_length": info.context_length,
-            "quantization": info.quantization,
-            "chat_template": info.has_chat_template,
-        }
-    ]

@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import catalog, quantization, statuses
 from ..errors import KamiwazaError, NotFound
-from ..platform import Deployment, DeployRefused, Logs, Model, Platform
+from ..platform import Deployment, DeployRefused, Logs, Model, ModelFacts, Platform
 from .models import find_model, list_models, select_variant
 from .pulling import AlreadyDownloaded, PullDone, pull
 
@@ -39,9 +39,24 @@ class Deployed:
     reused: bool
     file: str | None = None  # the weight file it serves
     label: str = ""  # NAME:QUANT, for messages
+    model: Model | None = None  # the model record serve found (its files: the chat reads their facts)
 
     def __post_init__(self) -> None:
         self.label = self.label or self.name
+
+
+def is_base_model(platform: Platform, deployed: Deployed) -> bool:
+    """Whether the served model is a base model (ModelFacts.base): then the chat runs it as text
+    completion. Unknown facts (a cluster's files) mean a chat model, as every engine assumes."""
+    if deployed.model is None:
+        return False
+    facts: list[ModelFacts] = platform.facts(deployed.model)
+    if not facts or not all(f.base for f in facts):
+        return False
+    # A chat template set in the model's default config (the engine's override) makes it a chat model.
+    # Asked only of base models: an instruct model's run costs no extra request.
+    configs = platform.model_configs(deployed.model.id)
+    return not any(c.default and (c.config.get("chat_template") or c.config.get("chat_format")) for c in configs)
 
 
 def list_deployments(platform: Platform) -> list[Deployment]:
@@ -153,9 +168,9 @@ def serve(
         quant = quantization.detect_quantization(served)
         label = f"{model.name}:{quant}" if quant else model.name
         if d.status == statuses.DEPLOYED and d.endpoint:
-            yield Deployed(model.name, d, d.endpoint, reused=True, file=served, label=label)
+            yield Deployed(model.name, d, d.endpoint, reused=True, file=served, label=label, model=model)
             return
-        yield from _wait_deployed(platform, model.name, label, d.id, timeout, reused=True, file=served)
+        yield from _wait_deployed(platform, model.name, label, d.id, timeout, reused=True, file=served, model=model)
         return
 
     try:
@@ -164,7 +179,9 @@ def serve(
         )
     except DeployRefused as exc:
         raise KamiwazaError(f"cannot deploy {label}: {exc.message}") from exc
-    yield from _wait_deployed(platform, model.name, label, dep_id, timeout, reused=False, file=variant.first.name)
+    yield from _wait_deployed(
+        platform, model.name, label, dep_id, timeout, reused=False, file=variant.first.name, model=model
+    )
 
 
 def _wait_deployed(
@@ -176,6 +193,7 @@ def _wait_deployed(
     *,
     reused: bool,
     file: str | None = None,
+    model: Model | None = None,
 ) -> Iterator[Any]:
     """Poll a deployment until it serves; ``label`` (NAME:QUANT) is what messages call it."""
     from ..errors import DeploymentFailed
@@ -189,7 +207,7 @@ def _wait_deployed(
             yield DeployStatus(label, status)
             last = status
         if status == statuses.DEPLOYED and d.endpoint:
-            yield Deployed(name, d, d.endpoint, reused=reused, file=file, label=label)
+            yield Deployed(name, d, d.endpoint, reused=reused, file=file, label=label, model=model)
             return
         if status in FAILED_STATUSES or status == statuses.STOPPED:
             code = d.error_code or status
