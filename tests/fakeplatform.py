@@ -207,9 +207,17 @@ class FakePlatform:
         if self._models.pop(model_id, None) is None:
             raise NotFound(f"model {model_id} not found")
 
+    def delete_file(self, file_id: str) -> None:
+        self.calls.append("delete_file")
+        for m in self._models.values():
+            if any(f.id == file_id for f in m.files):
+                m.files = [f for f in m.files if f.id != file_id]
+                return
+        raise NotFound(f"file {file_id} not found")
+
     # Downloads
 
-    def start_download(self, repo_id: str, quantization_: str) -> DownloadStarted:
+    def start_download(self, repo_id: str, tag: str | None) -> DownloadStarted:
         self.calls.append("start_download")
         repo = self.hub.get(repo_id)
         if repo is None or repo.error:
@@ -221,10 +229,11 @@ class FakePlatform:
             if code == "bad_input":
                 raise UsageError(f"invalid model {repo_id!r}")
             raise ModelUnavailable(repo_id)
-        names = quantization.select_files(list(repo.files), quantization_)  # the SDK's selection rules
-        if not names:
-            available = quantization.available_quantizations(list(repo.files))
-            raise QuantizationUnavailable(repo_id, quantization_, available)
+        try:
+            choice = quantization.choose(list(repo.files), tag)  # the CLI's tag grammar, as SdkPlatform
+        except quantization.NoMatch as exc:
+            raise QuantizationUnavailable(repo_id, exc.wanted or "default", exc.available) from exc
+        names = choice.files
         model = next((m for m in self._models.values() if m.repo_id == repo_id), None)
         if model is None:
             model = _Model(_id("model"), repo_id.rsplit("/", 1)[-1].removesuffix("-GGUF").lower(), repo_id)
@@ -237,11 +246,12 @@ class FakePlatform:
                 model.files.append(f)
             chosen.append(f)
         if all(f.stored for f in chosen):
-            return DownloadStarted(repo_id, model.name, model.id, tuple(f.id for f in chosen), already_downloaded=True)
+            ids = tuple(f.id for f in chosen)
+            return DownloadStarted(repo_id, model.name, model.id, ids, already_downloaded=True, choice=choice)
         for f in chosen:
             if not f.stored:
                 f.downloading, f.done, f.error, f.cancelled = True, 0, None, False
-        return DownloadStarted(repo_id, model.name, model.id, tuple(f.id for f in chosen))
+        return DownloadStarted(repo_id, model.name, model.id, tuple(f.id for f in chosen), choice=choice)
 
     def download_status(self, model_id: str) -> list[DownloadStatus]:
         """Each poll moves every running download one step (of ``steps``) forward."""
@@ -280,6 +290,10 @@ class FakePlatform:
             model_id=d["model_id"],
             model_name=d["name"],
             status=d["status"],
+            file_id=d.get("file_id"),
+            file_name=next(  # as the local server does (m_file_name)
+                (f.name for m in self._models.values() for f in m.files if f.id == d.get("file_id")), None
+            ),
             engine="llamacpp",
             port=d.get("port"),
             slots=d.get("slots", 4),
@@ -315,6 +329,7 @@ class FakePlatform:
         self,
         model_id: str,
         *,
+        file_id: str | None = None,
         port: int | None = None,
         parallel: int | None = None,
         force_cpu: bool = False,
@@ -325,6 +340,7 @@ class FakePlatform:
         dep_id = _id("deploy")
         self._deps[dep_id] = {
             "model_id": model_id,
+            "file_id": file_id,
             "name": model.name,
             "status": "DEPLOYING",
             "polls": 0,

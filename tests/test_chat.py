@@ -255,7 +255,7 @@ def test_run_pulls_and_deploys_a_model_that_is_not_there(server: LocalServer, de
     name = f"{GEMMA_REPO}:q4_k_m"
     r = server.run("run", name, "Hi", "--max-tokens", "4")
     assert r.returncode == 0, r.stderr
-    assert "🚀 Downloading gemma-3-270m-it-GGUF..." in r.stderr and "🚀 Deploying" in r.stderr
+    assert "🚀 Downloading gemma-3-270m-it-GGUF:q4_k_m..." in r.stderr and "🚀 Deploying" in r.stderr
     assert r.stdout.strip()
     again = server.run("run", name, "Hi", "--max-tokens", "4")
     assert "✨ Using existing deployment of gemma-3-270m-it-GGUF" in again.stderr

@@ -19,10 +19,13 @@ from kamiwaza_cli.cli.output import Environment
 TINY = "kamiwaza-test/tiny-GGUF"
 TINY_FILES = {"tiny-Q4_K_M.gguf": 4000, "tiny-Q6_K.gguf": 6000, "tiny-Q8_0.gguf": 8000}
 
-MODEL_KEYS = {"id", "name", "repo_id", "hub", "status", "quantizations", "files", "files_ready", "size", "modified"}
+MODEL_KEYS = {
+    "id", "name", "repo_id", "hub", "status", "quantizations", "files", "files_ready", "size", "modified", "variants",
+}  # fmt: skip
 DEPLOYMENT_KEYS = {
-    "id", "model", "model_id", "status", "engine", "endpoint", "port", "slots", "context_per_slot", "threads",
-    "uptime_seconds", "requested_at", "deployed_at", "last_error_code", "last_error_message",
+    "id", "model", "model_id", "quantization", "file", "status", "engine", "endpoint", "port", "slots",
+    "context_per_slot", "threads", "uptime_seconds", "requested_at", "deployed_at", "last_error_code",
+    "last_error_message",
 }  # fmt: skip
 
 
@@ -84,10 +87,15 @@ def test_list_json_shape_and_table(fake: FakePlatform, kw: FakeCli) -> None:
     assert tiny["repo_id"] == TINY and tiny["status"] == "ready" and tiny["quantizations"] == ["q4_k_m", "q8_0"]
     assert (tiny["files"], tiny["files_ready"], tiny["size"]) == (2, 2, 12000)
     assert half["status"] == "incomplete" and half["files_ready"] == 0 and half["size"] == 0
+    assert [(v["quantization"], v["file"], v["status"]) for v in tiny["variants"]] == [
+        ("q4_k_m", "tiny-Q4_K_M.gguf", "ready"),
+        ("q8_0", "tiny-Q8_0.gguf", "ready"),
+    ]
     table = kw.invoke("list").stdout.splitlines()
-    assert table[0].split() == ["MODEL", "REPO", "ID", "QUANT", "FILES", "SIZE", "MODIFIED"]
-    assert table[1].split()[:3] == ["tiny", TINY, "q4_k_m,q8_0"]
-    assert "half (incomplete)" in table[2] and "0/1" in table[2]
+    assert table[0].split() == ["MODEL", "REPO", "ID", "QUANT", "FILE", "SIZE", "MODIFIED"]
+    assert table[1].split()[:4] == ["tiny:q4_k_m", TINY, "q4_k_m", "tiny-Q4_K_M.gguf"]
+    assert table[2].split()[:4] == ["tiny:q8_0", TINY, "q8_0", "tiny-Q8_0.gguf"]
+    assert "half:q4_k_m (incomplete: 0/1 files)" in table[3]
     assert fake.count("models") == 3  # one request per command
 
 
@@ -97,7 +105,7 @@ def test_show_json_shape(fake: FakePlatform, kw: FakeCli) -> None:
     r = kw.invoke("show", "tiny", "--json")
     assert r.exit_code == 0, r.stderr
     shown = json.loads(r.stdout)
-    assert set(shown) == {"model", "files", "quantizations_available", "configs", "gguf", "deployments"}
+    assert set(shown) == {"model", "variants", "files", "quantizations_available", "configs", "gguf", "deployments"}
     assert shown["model"]["repo_id"] == TINY and shown["model"]["quantizations"] == ["q8_0"]
     assert shown["quantizations_available"] == ["q4_k_m", "q6_k", "q8_0"]  # what the hub offers
     assert shown["files"] == [
@@ -132,7 +140,7 @@ def test_pull_shows_progress_and_makes_the_minimum_calls(fake: FakePlatform, kw:
 def test_pull_of_a_downloaded_model_says_so(fake: FakePlatform, kw: FakeCli) -> None:
     fake.add_model(TINY, {"tiny-Q6_K.gguf": 6000})
     r = kw.invoke("pull", TINY)
-    assert r.exit_code == 0 and "tiny is already downloaded" in r.stderr
+    assert r.exit_code == 0 and "tiny:q6_k is already downloaded" in r.stderr
     assert fake.calls == ["models"]
 
 
@@ -155,8 +163,8 @@ def test_pull_refusals_map_to_exit_codes(fake: FakePlatform, kw: FakeCli, error:
 def test_pull_of_a_missing_quantization_names_the_available_ones(kw: FakeCli) -> None:
     r = kw.invoke("pull", f"{TINY}:iq2_xs")
     assert r.exit_code == 4
-    assert "has no iq2_xs files; available quantizations: q4_k_m, q6_k, q8_0" in r.stderr
-    assert "try: kamiwaza pull kamiwaza-test/tiny-GGUF:q4_k_m" in r.stderr
+    assert "has no iq2_xs file; its quantizations: q4_k_m, q6_k, q8_0" in r.stderr
+    assert "try: kamiwaza pull kamiwaza-test/tiny-GGUF:q6_k" in r.stderr
 
 
 def test_failed_pull_reports_the_error_and_drops_the_model(fake: FakePlatform, kw: FakeCli) -> None:
@@ -201,7 +209,7 @@ def test_serve_no_pull_and_failed_deploy(fake: FakePlatform, kw: FakeCli) -> Non
     fake.fail_deploy.add("tiny")
     failed = kw.invoke("serve", "tiny")
     assert failed.exit_code == 1
-    assert "tiny failed to deploy (ENGINE_EXITED): the engine exited" in failed.stderr
+    assert "tiny:q6_k failed to deploy (ENGINE_EXITED): the engine exited" in failed.stderr
     assert "model is corrupt" in failed.stderr  # the engine log's tail
 
 

@@ -18,13 +18,13 @@ def _models(server: LocalServer) -> list[dict]:
 def test_pull_from_hub_picks_default_quant_then_list_and_show(server: LocalServer, hub: FakeHub) -> None:
     r = server.cli("pull", GEMMA_REPO)
     assert r.exit_code == 0, r.stderr
-    assert "🚀 Downloading gemma-3-270m-it-GGUF..." in r.stderr
+    assert "🚀 Downloading gemma-3-270m-it-GGUF:q6_k..." in r.stderr
     assert "✨ Download complete!" in r.stderr
     assert r.stdout == ""  # progress and messages never go to stdout
 
     [model] = [m for m in _models(server) if m["repo_id"] == GEMMA_REPO]
     assert model["status"] == "ready"
-    assert model["quantizations"] == ["q6_k"]  # the SDK's default quantization
+    assert model["quantizations"] == ["q6_k"]  # the default quantization
     assert model["files"] == 1 and model["size"] == 253_113_024
 
     stored = list((server.home / "models" / model["id"]).iterdir())
@@ -80,7 +80,7 @@ def test_list_human_table_is_plain_in_pipes(server: LocalServer) -> None:
     r = server.cli("ls")
     assert r.exit_code == 0
     header = r.stdout.splitlines()[0].split()
-    assert header == ["MODEL", "REPO", "ID", "QUANT", "FILES", "SIZE", "MODIFIED"]
+    assert header == ["MODEL", "REPO", "ID", "QUANT", "FILE", "SIZE", "MODIFIED"]
     assert "\x1b[" not in r.stdout + r.stderr
 
 

@@ -83,7 +83,8 @@ def test_a_model_the_engine_cannot_load_is_one_line_with_the_cause_and_the_next_
         r = server.run(*command)
         assert r.returncode == 1, r.stderr
         error, hint = _one_error(r.stderr)
-        assert error.startswith(f"Error: {name} failed to deploy (MODEL_LOADING_FAILURE): {cause}"), error
+        # (NAME:QUANT when the file names its quantization)
+        assert error.startswith(f"Error: {name}") and f" failed to deploy (MODEL_LOADING_FAILURE): {cause}" in error
         assert step in hint, hint
     debug = server.run("--debug", "serve", name)
     assert debug.returncode == 1 and "Traceback" in debug.stderr  # only with --debug
@@ -126,9 +127,15 @@ def test_model_files_missing_on_disk(server: LocalServer, tmp_path: Path, gemma_
     assert server.cli("pull", str(copy)).exit_code == 0
     [blob] = [p for p in (server.home / "models").rglob("vanishing-Q4_K_M.gguf")]
     blob.unlink()
+    listed = server.cli("list").stdout
+    assert "vanishing-Q4_K_M:q4_k_m (incomplete: 0/1 files)" in listed
     r = server.cli("serve", "vanishing-Q4_K_M")
     assert r.exit_code == 1
-    assert "(MUST_REDOWNLOAD)" in r.stderr and "pull it again with: kamiwaza pull vanishing-Q4_K_M" in r.stderr
+    [error, hint] = r.stderr.splitlines()
+    assert error == (
+        "Error: vanishing-Q4_K_M:q4_k_m is incomplete (0 of 1 files ready; not downloaded: vanishing-Q4_K_M.gguf)"
+    )
+    assert hint == "  → repair it with: kamiwaza pull vanishing-Q4_K_M:q4_k_m"
     assert _active(server) == []
     server.cli("rm", "vanishing-Q4_K_M")
 
@@ -170,11 +177,18 @@ def test_rm_refuses_while_deployed_unless_forced(server: LocalServer, gemma: str
     assert all(m["name"] != gemma for m in json.loads(server.cli("list", "--json").stdout))
 
 
-def test_weights_no_engine_here_can_run(server: LocalServer) -> None:
-    assert server.cli("pull", "kamiwaza-test/safetensors-model").exit_code == 0
-    r = server.cli("serve", "kamiwaza-test/safetensors-model")
-    assert r.exit_code == 2
-    assert "no engine here can run .safetensors weights" in r.stderr
-    assert "vLLM or MLX, which are not installed" in r.stderr
+def test_weights_no_engine_here_can_run(server: LocalServer, hub: FakeHub) -> None:
+    # Refused before a byte is downloaded, by pull and by serve (which would pull it), with the reason
+    # and what would run it.
+    repo = "kamiwaza-test/safetensors-model"
+    for command in ("pull", "serve"):
+        r = server.cli(command, repo)
+        assert r.exit_code == 2
+        assert r.stderr.splitlines() == [
+            f"Error: {repo} has no GGUF file (its weights are safetensors): this local server runs llama.cpp, "
+            "which loads GGUF only; a Kamiwaza cluster runs such models with vLLM",
+            "  → pull a GGUF repo (see: kamiwaza list --catalog), or use a cluster: kamiwaza config set-url URL",
+        ]
+    assert not any("/resolve/" in path and repo in path for _, path, _ in hub.requests)
+    assert all(m["repo_id"] != repo for m in json.loads(server.cli("list", "--json").stdout))
     assert _active(server) == []
-    server.cli("rm", "kamiwaza-test/safetensors-model")

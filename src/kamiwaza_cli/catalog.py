@@ -74,7 +74,9 @@ class ModelRef:
     friendly: str | None = None
 
 
-def _split_quant(text: str) -> tuple[str, str | None]:
+def split_tag(text: str) -> tuple[str, str | None]:
+    """``NAME:QUANT`` -> (NAME, quant lower-cased); (text, None) without a tag. UsageError for a
+    suffix that is not a tag of the grammar (quantization.py)."""
     # A URL or Windows-ish path has colons that are not tags; only the last ':' of a
     # plain name counts, and only when what follows looks like a tag, not a port/path.
     if "://" in text:
@@ -89,7 +91,7 @@ def _split_quant(text: str) -> tuple[str, str | None]:
         )
     if not quantization.is_valid_tag(tag):
         raise UsageError(
-            f"{tag!r} in {text!r} is not a quantization tag (examples: q4_k_m, q6_k, q8_0, fp16)",
+            f"{tag!r} in {text!r} is not a quantization tag (examples: q4_k_m, q6_k, q8_0, iq4_xs, f16, q4)",
             hint=f"try: kamiwaza pull {base}:q4_k_m",
         )
     return base, tag.lower()
@@ -113,7 +115,7 @@ def parse(text: str) -> ModelRef:
     if lowered.startswith("file:"):
         return _parse_file(_file_uri_path(raw), raw)
 
-    name, quant = _split_quant(raw)
+    name, quant = split_tag(raw)
     if _looks_like_path(name):
         return _parse_file(Path(name).expanduser(), raw, quant)
 

@@ -29,6 +29,7 @@ HELP = """Available commands:
   /show info | system | parameters
   /clear                  forget the conversation (keeps the system prompt)
   /save FILE | /load FILE save or resume a JSON transcript
+  /image FILE             send a picture with the next message (vision models)
   /stats                  session totals
   /bye                    exit (also /exit, exit, quit, q, Ctrl+D)
   /?, /help               this help
@@ -206,6 +207,16 @@ class Repl:
                 self.say(f"Error: {exc}")
             else:
                 self.say(f"Loaded {len(s.messages)} messages")
+        elif name == "/image" and args:
+            from .images import ImageError, image_part
+
+            path = Path(" ".join(args)).expanduser()
+            try:
+                s.images.append((path.name, image_part(path)))
+            except ImageError as exc:
+                self.say(f"Error: {exc}")
+            else:
+                self.say(f"Attached {path.name}; it goes with your next message")
         elif name == "/stats":
             st = s.stats
             rate = st.reply_tokens / st.generation_seconds if st.generation_seconds else 0.0

@@ -40,6 +40,15 @@ def _engine_message(exc: Any) -> str:
     return str(exc)
 
 
+def _with_pictures(messages: list[dict[str, Any]], pictures: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The request's last (user) message with the pictures as image_url parts after its text."""
+    if not pictures or not messages:
+        return messages
+    last = messages[-1]
+    parts = [{"type": "text", "text": last["content"]}, *(part for _, part in pictures)]
+    return [*messages[:-1], {**last, "content": parts}]
+
+
 class EndpointDown(Exception):
     """The model endpoint stopped answering (engine died, deployment stopped)."""
 
@@ -118,6 +127,8 @@ class ChatSession:
     messages: list[dict[str, Any]] = field(default_factory=list)
     stats: Stats = field(default_factory=Stats)
     info: dict[str, Any] = field(default_factory=dict)  # deployment id, endpoint... for /show info
+    # Pictures for the next message only (run --image, /image): images.image_part dicts and names.
+    images: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     mode: str = "chat"
     context: int | None = None  # the engine's context per slot, in tokens (None: unknown, nothing is dropped)
     notify: Callable[[str], None] | None = None  # where the once-per-session notices go
@@ -231,6 +242,8 @@ class ChatSession:
         """
         import openai
 
+        pictures = list(self.images)
+        self.images.clear()  # sent once, with this message, whether or not the engine takes it
         started = time.monotonic()
         ttft = None
         parts: list[str] = []
@@ -238,7 +251,7 @@ class ChatSession:
         usage = None
         interrupted = False
         stream = None
-        text_route = self.mode != "chat"
+        text_route = self.mode != "chat" and not pictures  # a picture needs the chat route (image_url parts)
         try:
             # Counting goes to the same endpoint: a dead one is EndpointDown here too. Its cost is
             # part of the wait for the first token, and counted in it.
@@ -257,7 +270,7 @@ class ChatSession:
             else:
                 stream = self.client.chat.completions.create(
                     model=self.model,
-                    messages=self.request_messages(user_text),
+                    messages=_with_pictures(self.request_messages(user_text), pictures),
                     stream=True,
                     stream_options={"include_usage": True},
                     **self.parameters(),
@@ -287,6 +300,12 @@ class ChatSession:
         except openai.APIStatusError as exc:
             if exc.status_code in (404, 502, 503, 504):
                 raise EndpointDown(f"the model endpoint answered HTTP {exc.status_code}") from exc
+            if pictures and exc.status_code in (400, 500, 501):
+                # llama-server answers 500 to a picture when the model was served without a projector.
+                raise UsageError(
+                    f"the model refused the picture: {_engine_message(exc)}",
+                    hint="pictures need a vision model served with its projector, e.g.: kamiwaza run gemma3-4b",
+                ) from exc
             if exc.status_code == 400:
                 # The engine refused the request itself (a prompt longer than the context, a bad
                 # parameter): its own words are the error, and nothing joins the history.
@@ -312,7 +331,9 @@ class ChatSession:
         answer: dict[str, Any] = {"role": "assistant", "content": text}
         if interrupted:
             answer.update(content=text + INTERRUPTED_MARK, interrupted=True)
-        self.messages.append({"role": "user", "content": user_text})
+        # The history keeps text: a picture is sent with its own message, named in the transcript.
+        shown = "".join(f"[image: {name}] " for name, _ in pictures) + user_text
+        self.messages.append({"role": "user", "content": shown})
         self.messages.append(answer)
         self.window.remember(_transcript_line(answer) if self.mode == "transcript" else text, tokens)
         reply = Reply(text, ttft, tokens, prompt_tokens, total, interrupted)

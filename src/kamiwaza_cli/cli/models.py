@@ -6,6 +6,8 @@ progress is drawn by progress.py).
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from .. import quantization, workflows
@@ -22,8 +24,8 @@ from .progress import PullView
     "--quantization",
     "quant",
     metavar="QUANT",
-    help=f"Quantization to fetch when the repo has several (default {quantization.DEFAULT_QUANTIZATION}, "
-    "with the platform's fallback order).",
+    help="Quantization to fetch, as NAME:QUANT does (q4_k_m, q8_0, iq4_xs, f16, q4...; see README). Default: "
+    f"what is downloaded already, else {quantization.DEFAULT_QUANTIZATION}, then the documented fallback order.",
 )
 @click.option("--cancel", is_flag=True, help="Cancel this model's download in the platform.")
 @json_option
@@ -49,6 +51,7 @@ def pull(ctx: click.Context, model: str, quant: str | None, cancel: bool) -> Non
         for event in workflows.pull(platform, model, quant):
             if isinstance(event, workflows.PullAccepted):
                 accepted = event
+                view.accepted(event)
             elif isinstance(event, workflows.PullStarted):
                 watching = event
                 view.start(event)
@@ -57,7 +60,8 @@ def pull(ctx: click.Context, model: str, quant: str | None, cancel: bool) -> Non
             elif isinstance(event, workflows.Stalled):
                 out.info(f"  no bytes received for {event.seconds:.0f} s; still waiting (Ctrl+C detaches)")
             elif isinstance(event, workflows.AlreadyDownloaded):
-                out.info(f"✨ {event.name} is already downloaded")
+                what = f"{event.name}:{event.quantization}" if event.quantization else event.name
+                out.info(f"✨ {what} is already downloaded")
                 out.result(workflows.model_json(event.model))
             elif isinstance(event, workflows.PullDone):
                 view.stop()
@@ -112,19 +116,25 @@ def _models_table(out: output.Output, rows: list[dict]) -> None:
         return
     table = []
     for r in rows:
-        files = str(r["files"]) if r["files_ready"] == r["files"] else f"{r['files_ready']}/{r['files']}"
-        name = r["name"] if r["status"] == "ready" else f"{r['name']} ({r['status']})"
-        table.append(
-            [
-                name,
-                r["repo_id"] or "-",
-                ",".join(r["quantizations"]) or "-",
-                files,
-                human_size(r["size"]),
-                output.ago(r["modified"]),
-            ]
-        )
-    out.table(["MODEL", "REPO ID", "QUANT", "FILES", "SIZE", "MODIFIED"], table)
+        for v in r["variants"] or [None]:
+            table.append(_list_row(r, v))
+    out.table(["MODEL", "REPO ID", "QUANT", "FILE", "SIZE", "MODIFIED"], table)
+
+
+def _list_row(r: dict[str, Any], v: dict[str, Any] | None) -> list[str]:
+    """One quantization of a model: its first file (+ how many more parts), marked when not whole."""
+    if v is None:
+        return [f"{r['name']} ({r['status']})", r["repo_id"] or "-", "-", "-", human_size(r["size"]), "-"]
+    name = f"{r['name']}:{v['quantization']}" if v["quantization"] else r["name"]
+    if v["status"] == "incomplete":
+        name += f" (incomplete: {v['parts_ready']}/{v['parts']} files)"
+    elif v["status"] != "ready":
+        name += f" ({v['status']})"
+    more = len(v["files"]) - 1
+    file = v["file"].rsplit("/", 1)[-1] + (f" +{more}" if more > 0 else "")
+    if v["quantization"] is None and more > 0:  # a repo without GGUF weights (a cluster's vLLM model)
+        file = f"{len(v['files'])} files"
+    return [name, r["repo_id"] or "-", v["quantization"] or "-", file, human_size(v["size"]), output.ago(r["modified"])]
 
 
 @click.command()
@@ -132,7 +142,10 @@ def _models_table(out: output.Output, rows: list[dict]) -> None:
 @json_option
 @click.pass_context
 def show(ctx: click.Context, model: str) -> None:
-    """Show a downloaded MODEL: files, quantizations, configs and GGUF facts."""
+    """Show a downloaded MODEL: files, quantizations, configs and GGUF facts.
+
+    MODEL:QUANT shows that quantization's files only.
+    """
     out = output.of(ctx)
     details = workflows.describe(connect(ctx), model)
     out.result(details, lambda: _describe(out, details))
@@ -182,7 +195,11 @@ def _params(n: int | None) -> str:
 @click.option("--force", "-f", is_flag=True, help="Remove even if a deployment uses it.")
 @click.pass_context
 def rm(ctx: click.Context, models: tuple[str, ...], force: bool) -> None:
-    """Remove downloaded MODELS and their files from the platform."""
+    """Remove downloaded MODELS and their files from the platform.
+
+    NAME:QUANT removes that quantization's files only; the model goes with its last one.
+    """
     out = output.of(ctx)
-    for m in workflows.remove(connect(ctx), list(models), force=force):
-        out.info(f"🗑  Removed {m.name}")
+    for r in workflows.remove(connect(ctx), list(models), force=force):
+        rest = "" if r.model_gone else f" ({r.files} file{'s' if r.files != 1 else ''}; other quantizations kept)"
+        out.info(f"🗑  Removed {r.label}{rest}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import workflows
+from ..quantization import DEFAULT_QUANTIZATION
 from .output import Output, human_size, markup
 
 # Widths the progress columns take at most: "100%", "123.4/253.1 MB", "12.3 MB/s", "0:01:02".
@@ -47,7 +48,8 @@ class PullView:
 
     def start(self, event: workflows.PullStarted) -> None:
         verb = "Watching the download of" if event.attached else "Downloading"
-        self.out.info(f"🚀 {verb} {event.name}...")
+        what = f"{event.name}:{event.quantization}" if event.quantization else event.name
+        self.out.info(f"🚀 {verb} {what}...")
         if self.out.live:
             from rich.progress import Progress
 
@@ -56,6 +58,14 @@ class PullView:
             self.progress.start()
         for f in event.files:
             self.update(f)
+
+    def accepted(self, event: workflows.PullAccepted) -> None:
+        """Say which quantization the default order picked when the repo has no q6_k."""
+        if event.defaulted and event.quantization:
+            self.out.info(
+                f"No {DEFAULT_QUANTIZATION} in {event.repo_id}: picked {event.quantization} "
+                "(the default order; name another with NAME:QUANT)"
+            )
 
     def update(self, f: workflows.FileProgress) -> None:
         if self.progress is not None:

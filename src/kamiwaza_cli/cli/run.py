@@ -34,6 +34,13 @@ from .serving import context_option, run_serve
     type=click.Path(dir_okay=False, path_type=Path),
     help="Resume a conversation saved with /save.",
 )
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A picture sent with the (first) message, for vision models (repeatable).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One-shot: print one JSON object (reply, tokens, timings).")
 @context_option
 @click.pass_context
@@ -47,6 +54,7 @@ def run(
     seed: int | None,
     verbose: bool,
     load_file: Path | None,
+    images: tuple[Path, ...],
     as_json: bool,
     context: int | None,
 ) -> None:
@@ -57,6 +65,7 @@ def run(
       kamiwaza run qwen2.5-0.5b-instruct
       kamiwaza run qwen2.5-0.5b-instruct "Why is the sky blue?"
       git diff | kamiwaza run qwen2.5-7b-instruct "Write a commit message for this diff"
+      kamiwaza run gemma3-4b --image photo.jpg "What is in this picture?"
     """
     from ..chat.session import DEFAULT_SYSTEM, ChatSession, EndpointDown, TranscriptError, read_transcript
 
@@ -80,6 +89,15 @@ def run(
             transcript = read_transcript(load_file)
         except TranscriptError as exc:
             raise UsageError(str(exc), hint="save one from the chat with: /save FILE") from exc
+
+    pictures = []
+    if images:  # read before anything is pulled or deployed, like --load
+        from ..chat.images import ImageError, image_part
+
+        try:
+            pictures = [(p.name, image_part(p)) for p in images]
+        except ImageError as exc:
+            raise UsageError(str(exc)) from exc
 
     platform = connect(ctx)
     deployed = run_serve(out, platform, model, context=context)
@@ -109,6 +127,7 @@ def run(
         mode=("text" if one_shot else "transcript") if base else "chat",
         context=deployed.deployment.context_per_slot,
     )
+    session.images.extend(pictures)
     if transcript is not None:
         session.restore(transcript)
     if system is not None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from .. import statuses, workflows
+from .. import quantization, statuses, workflows
 from ..errors import EXIT_INTERRUPTED, PlatformUnreachable
 from . import completion, output
 from .connection import connect
@@ -54,7 +54,9 @@ def run_serve(
             context=context,
         )
         for event in events:
-            if isinstance(event, workflows.PullStarted):
+            if isinstance(event, workflows.PullAccepted):
+                view.accepted(event)
+            elif isinstance(event, workflows.PullStarted):
                 view.start(event)
             elif isinstance(event, workflows.FileProgress):
                 view.update(event)
@@ -80,7 +82,7 @@ def run_serve(
             spinner.stop()
     assert deployed is not None
     if deployed.reused:
-        out.info(f"✨ Using existing deployment of {deployed.name}")
+        out.info(f"✨ Using existing deployment of {deployed.label}")
     else:
         out.info("✨ Deployment ready!")
     out.info(f"✨ Model deployed at: {deployed.endpoint}")
@@ -100,8 +102,9 @@ context_option = click.option(
 )
 
 
-def _deployment_row(d: workflows.Deployment) -> dict[str, Any]:
+def _deployment_row(d: workflows.Deployment, file: str | None = None) -> dict[str, Any]:
     """A deployment as ``ps --json`` and ``serve --json`` print it (docs/cli.md)."""
+    file = file or d.file_name
     uptime = None
     if d.status == statuses.DEPLOYED and d.deployed_at:
         started = datetime.fromisoformat(d.deployed_at.replace("Z", "+00:00"))
@@ -112,6 +115,8 @@ def _deployment_row(d: workflows.Deployment) -> dict[str, Any]:
         "id": d.id,
         "model": d.model_name,
         "model_id": d.model_id,
+        "quantization": quantization.detect_quantization(file) if file else None,
+        "file": file,
         "status": d.status,
         "engine": d.engine,
         "endpoint": d.endpoint,
@@ -125,6 +130,12 @@ def _deployment_row(d: workflows.Deployment) -> dict[str, Any]:
         "last_error_code": d.error_code,
         "last_error_message": d.error_message,
     }
+
+
+def _label(d: workflows.Deployment) -> str:
+    """NAME:QUANT of what a deployment serves (the name alone when the platform does not say the file)."""
+    quant = quantization.detect_quantization(d.file_name) if d.file_name else None
+    return f"{d.model_name}:{quant}" if quant else str(d.model_name)
 
 
 def slots_label(slots: int | None, context: int | None) -> str:
@@ -188,7 +199,7 @@ def serve(
     except KeyboardInterrupt:
         out.info("\nStill deploying in the platform; see it with: kamiwaza ps")
         ctx.exit(EXIT_INTERRUPTED)
-    out.result(_deployment_row(deployed.deployment))  # the endpoint itself went to stderr above
+    out.result(_deployment_row(deployed.deployment, deployed.file))  # the endpoint itself went to stderr above
 
 
 @click.command()
@@ -198,10 +209,12 @@ def serve(
 def ps(ctx: click.Context, show_all: bool) -> None:
     """List deployments: running, starting and failed (stopped ones with --all)."""
     out = output.of(ctx)
-    deployments = workflows.list_deployments(connect(ctx))  # one request: endpoints included
+    platform = connect(ctx)
+    deployments = workflows.list_deployments(platform)  # one request: endpoints (and files, locally) included
     if not show_all:
         deployments = [d for d in deployments if d.status != statuses.STOPPED]
-    rows = [_deployment_row(d) for d in deployments]
+    names = workflows.file_names(platform, deployments)
+    rows = [_deployment_row(d, names.get(d.file_id or "")) for d in deployments]
     out.result(rows, lambda: _deployments_table(out, rows))
 
 
@@ -210,10 +223,11 @@ def _deployments_table(out: Output, rows: list[dict[str, Any]]) -> None:
         out.info("Nothing is running. Start a model with: kamiwaza serve MODEL")
         return
     out.table(
-        ["MODEL", "ID", "STATUS", "ENGINE", "SLOTS×CTX", "ENDPOINT", "UPTIME"],
+        ["MODEL", "FILE", "ID", "STATUS", "ENGINE", "SLOTS×CTX", "ENDPOINT", "UPTIME"],
         [
             [
-                r["model"] or "-",
+                f"{r['model'] or '-'}:{r['quantization']}" if r["quantization"] else r["model"] or "-",
+                (r["file"] or "-").rsplit("/", 1)[-1],
                 r["id"][:8],
                 STATUS_LABELS.get(r["status"], r["status"]),
                 r["engine"] or "-",
@@ -224,10 +238,10 @@ def _deployments_table(out: Output, rows: list[dict[str, Any]]) -> None:
             for r in rows
         ],
         # Fits the terminal: the endpoint (a URL to copy whole) on its own line, then shorter
-        # model names, then fewer columns.
+        # file and model names, then fewer columns (the file last: NAME:QUANT says the quantization).
         own_line="ENDPOINT",
-        shrink=("MODEL",),
-        drop=("ENGINE", "UPTIME"),
+        shrink=("FILE", "MODEL"),
+        drop=("ENGINE", "UPTIME", "FILE"),
     )
 
 
@@ -246,13 +260,13 @@ def stop(ctx: click.Context, target: str | None, stop_all: bool) -> None:
         if not stopped:
             out.info("Nothing was running")
         for d in stopped:
-            out.info(f"🛑 Stopped {d.model_name} ({d.id[:8]})")
+            out.info(f"🛑 Stopped {_label(d)} ({d.id[:8]})")
         return
     assert target is not None
     targets = workflows.find_deployments(platform, target)
     if not targets:
         raise workflows.NotFound(f"{target!r} is not running", hint="see running models with: kamiwaza ps")
-    out.info(f"🛑 Stopping {', '.join(sorted({str(d.model_name) for d in targets}))}...")
+    out.info(f"🛑 Stopping {', '.join(sorted({_label(d) for d in targets}))}...")
     workflows.stop_deployments(platform, targets)
     out.info("✨ Model stopped")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import KamiwazaError, NotFound
+from ..quantization import Choice
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +85,15 @@ class ModelConfig:
 class DownloadStarted:
     """What the platform said to a download request. ``model_id`` is None when it did not say
     (a real cluster's search result may carry no id); ``files`` are the ids of the files it will
-    fetch, or of the files already there when ``already_downloaded``."""
+    fetch, or of the files already there when ``already_downloaded``; ``choice`` the quantization
+    and files the tag stood for in the repo's listing."""
 
     repo_id: str
     name: str
     model_id: str | None
     files: tuple[str, ...]
     already_downloaded: bool = False
+    choice: Choice | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,8 @@ class Deployment:
     model_id: str
     model_name: str | None
     status: str
+    file_id: str | None = None  # the weight file it serves (m_file_id)
+    file_name: str | None = None  # its name, when the platform says it (the local server does)
     engine: str | None = None
     port: int | None = None  # its own listener (lb_port), when it has one
     slots: int | None = None  # requests served at once (max_concurrent_requests)
@@ -182,7 +187,7 @@ class QuantizationUnavailable(NotFound):
 
     def __init__(self, repo_id: str, wanted: str, available: list[str]) -> None:
         listed = ", ".join(available) if available else "none"
-        super().__init__(f"{repo_id} has no {wanted} files; available quantizations: {listed}")
+        super().__init__(f"{repo_id} has no {wanted} file; its quantizations: {listed}")
         self.available = available
 
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse, urlunparse
 from uuid import UUID
 
-from .. import config, sdkimport, statuses
+from .. import config, quantization, sdkimport, statuses
 from ..errors import AuthError, DownloadFailed, KamiwazaError, NotFound, PlatformUnreachable, UsageError
 from .records import (
     AccessToken,
@@ -262,31 +262,45 @@ class SdkPlatform:
     def delete_model(self, model_id: str) -> None:
         self._call(self._sdk.models.delete_model, model_id)
 
+    def delete_file(self, file_id: str) -> None:
+        self._call(self._sdk.models.delete_model_file, file_id)
+
     # Downloads
 
-    def start_download(self, repo_id: str, quantization: str) -> DownloadStarted:
-        """Ask the platform to download a repo's files of one quantization (the SDK's selection
-        rules and fallbacks). Raises QuantizationUnavailable, ModelUnavailable, or the hub's
-        refusal (AuthError when gated, DownloadFailed when offline, UsageError for a bad name)."""
-        try:
-            result = dict(self._call(self._sdk.models.initiate_model_download, repo_id, quantization=quantization))
-        except ValueError as exc:  # the SDK's own checks: no such repo, or no such quantization
-            text = str(exc)
-            if "Available quantizations" in text or "No compatible files" in text:
-                listed = text.split("Available quantizations:", 1)[1] if "Available quantizations:" in text else ""
-                available = [q.strip() for q in listed.split(",") if q.strip()]
-                raise QuantizationUnavailable(repo_id, quantization, available) from exc
-            raise self._diagnose_missing(repo_id) from exc
-        answer = result.get("result") or {}
-        model = result.get("model")
-        model_id = answer.get("model_id") if isinstance(answer, dict) else None
-        model_id = model_id or getattr(model, "id", None)
+    def start_download(self, repo_id: str, tag: str | None) -> DownloadStarted:
+        """Ask the platform to download the files of one quantization of a repo: the files are chosen
+        here, by the CLI's tag grammar (quantization.choose), and named in the request, so a
+        cluster fetches exactly what the local server would. Raises QuantizationUnavailable,
+        ModelUnavailable, or the hub's refusal (AuthError when gated, DownloadFailed when offline,
+        UsageError for a bad name or a repo the platform cannot run)."""
+        found = self._call(self._sdk.models.search_models, repo_id, load_files=True)
+        model = next((m for m in found if getattr(m, "repo_modelId", None) == repo_id), None)
+        files = [_file(f.model_dump(mode="json")) for f in getattr(model, "m_files", None) or []]
+        if model is None or (not files and tag is not None):
+            raise self._diagnose_missing(repo_id)
+        name = str(getattr(model, "name", None) or repo_id.rsplit("/", 1)[-1])
+        choice = None
+        pending: list[str] | None = None  # None: the listing failed; the platform lists and says why
+        if files:
+            try:
+                choice = quantization.choose([f.name for f in files], tag)
+            except quantization.NoMatch as exc:
+                raise QuantizationUnavailable(repo_id, exc.wanted or "default", exc.available) from exc
+            chosen = [f for f in files if f.name in set(choice.files)]
+            pending = [f.name for f in chosen if not f.ready]
+            if not pending:
+                model_id = str(model.id) if getattr(model, "id", None) else None
+                return DownloadStarted(repo_id, name, model_id, tuple(f.id for f in chosen), True, choice)
+        body = {"model": repo_id, "version": None, "hub": model.hub, "files_to_download": pending}
+        answer = self._raw("POST", "/models/download/", json=body)
+        answer = answer if isinstance(answer, dict) else {}
+        model_id = answer.get("model_id") or getattr(model, "id", None)
         return DownloadStarted(
             repo_id=repo_id,
-            name=str(getattr(model, "name", None) or repo_id.rsplit("/", 1)[-1]),
+            name=name,
             model_id=str(model_id) if model_id else None,
             files=tuple(str(i) for i in (answer.get("files") or [])),
-            already_downloaded=answer.get("message") == "Files already downloaded",
+            choice=choice,
         )
 
     def _diagnose_missing(self, repo_id: str) -> KamiwazaError:
@@ -335,14 +349,18 @@ class SdkPlatform:
         self,
         model_id: str,
         *,
+        file_id: str | None = None,
         port: int | None = None,
         parallel: int | None = None,
         force_cpu: bool = False,
         context: int | None = None,
     ) -> str:
-        """Ask for a deployment of a model with its default config (or, with ``context``, a config
-        asking for that many tokens per slot); its id (it starts in the background)."""
+        """Ask for a deployment of a model (of one of its files, the first part of a quantization, when
+        given) with its default config (or, with ``context``, a config asking for that many tokens per
+        slot); its id (it starts in the background)."""
         kwargs: dict[str, Any] = {"model_id": model_id, "wait": False}
+        if file_id:
+            kwargs["m_file_id"] = file_id
         made = None
         if context:
             kwargs["m_config_id"], made = self._context_config(model_id, context)
@@ -427,6 +445,8 @@ class SdkPlatform:
             model_id=str(d.get("m_id")),
             model_name=_opt_str(d.get("m_name")),
             status=str(d.get("status") or ""),
+            file_id=_opt_str(d.get("m_file_id")),
+            file_name=_opt_str(d.get("m_file_name")),
             engine=_opt_str(d.get("engine_name")),
             port=_opt_int(d.get("lb_port")) or None,
             slots=_opt_int(d.get("max_concurrent_requests")),

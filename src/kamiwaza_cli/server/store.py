@@ -129,6 +129,10 @@ def safe_relative_name(name: str) -> PurePosixPath:
     return rel
 
 
+# A deployment with the name of the file it serves (which ps shows: the quantization is in it).
+_DEPLOYMENTS = "SELECT d.*, f.name AS m_file_name FROM deployments d LEFT JOIN model_files f ON f.id = d.m_file_id"
+
+
 class Store:
     def __init__(self, home: Path) -> None:
         self.home = home
@@ -244,11 +248,11 @@ class Store:
     # Deployments
     def list_deployments(self, model_id: str | None = None) -> list[dict[str, Any]]:
         if model_id is None:
-            return self._rows("SELECT * FROM deployments ORDER BY requested_at")
-        return self._rows("SELECT * FROM deployments WHERE m_id = ? ORDER BY requested_at", (model_id,))
+            return self._rows(f"{_DEPLOYMENTS} ORDER BY d.requested_at")
+        return self._rows(f"{_DEPLOYMENTS} WHERE d.m_id = ? ORDER BY d.requested_at", (model_id,))
 
     def get_deployment(self, deployment_id: str) -> dict[str, Any] | None:
-        return self._row("SELECT * FROM deployments WHERE id = ?", (deployment_id,))
+        return self._row(f"{_DEPLOYMENTS} WHERE d.id = ?", (deployment_id,))
 
     def insert_deployment(self, **fields: Any) -> str:
         fields.setdefault("id", new_id())

@@ -54,6 +54,7 @@ from typing import Any
 
 from .. import portable
 from ..gguf import GGUFInfo
+from ..quantization import is_projector
 from ..statuses import ACTIVE, DEPLOYED, DEPLOYING, FAILED, INITIALIZING, MUST_REDOWNLOAD, REQUESTED, STOPPED
 from . import enginelog, engines, memory
 from .engines import llamacpp
@@ -660,8 +661,3 @@ def find_projector(store: Store, model_id: str) -> Path | None:
         if is_projector(f["name"]) and not f["is_downloading"] and path.is_file():
             return path
     return None
-
-
-def is_projector(name: str) -> bool:
-    """A multimodal projector (llama.cpp's ``mmproj`` GGUF), which rides along with a vision model."""
-    return "mmproj" in Path(name).name.lower()

@@ -25,7 +25,17 @@ from ..catalog import ModelRef
 from ..errors import AuthError, Conflict, DownloadFailed, KamiwazaError, NotFound, UsageError
 from ..platform import Deployment, LoginThrottled, Model, ModelFile, Platform
 from .connection import ServerStarted, connect, stored_token
-from .models import describe, find_model, list_models, model_json, resolve_pull_ref
+from .models import (
+    Variant,
+    describe,
+    find_model,
+    list_models,
+    model_json,
+    resolve_pull_ref,
+    select_variant,
+    variant_json,
+    variants,
+)
 from .pulling import (
     FINAL_POLL_INTERVAL,
     POLL_INTERVAL,
@@ -40,13 +50,14 @@ from .pulling import (
     cancel_pull,
     pull,
 )
-from .removal import remove
+from .removal import Removed, remove
 from .serving import (
     ACTIVE_STATUSES,
     DEPLOY_POLL,
     FAILED_STATUSES,
     Deployed,
     DeployStatus,
+    file_names,
     find_deployments,
     is_base_model,
     list_deployments,
@@ -81,6 +92,8 @@ __all__ = [
     "NotFound",
     "Platform",
     "PullDone",
+    "Removed",
+    "Variant",
     "PullAccepted",
     "PullStarted",
     "ServerStarted",
@@ -90,6 +103,7 @@ __all__ = [
     "cancel_pull",
     "connect",
     "describe",
+    "file_names",
     "find_deployments",
     "is_base_model",
     "find_model",
@@ -101,9 +115,12 @@ __all__ = [
     "pull",
     "remove",
     "resolve_pull_ref",
+    "select_variant",
     "serve",
     "stop",
     "still_starting",
     "stop_deployments",
     "stored_token",
+    "variant_json",
+    "variants",
 ]

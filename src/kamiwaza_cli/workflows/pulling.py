@@ -19,7 +19,7 @@ from .. import catalog, quantization
 from ..catalog import ModelRef
 from ..errors import DownloadFailed, KamiwazaError, NotFound, UsageError
 from ..platform import DownloadStarted, DownloadStatus, Model, ModelUnavailable, Platform, QuantizationUnavailable
-from .models import find_model, list_models, resolve_pull_ref
+from .models import find_model, list_models, resolve_pull_ref, select_variant
 
 POLL_INTERVAL = 0.5
 FINAL_POLL_INTERVAL = 0.05  # once the last bytes are due: a finished pull should say so at once
@@ -41,9 +41,12 @@ class FileProgress:
 class PullAccepted:
     """The platform has accepted the download and runs it: from here on, an interrupted command
     leaves it downloading (reported before the model and progress are fetched, which takes a
-    few more calls)."""
+    few more calls). ``quantization`` is what the tag (or the default) chose; ``defaulted`` when
+    no tag was given and the repo has no q6_k, so the default order picked another."""
 
     repo_id: str
+    quantization: str | None = None
+    defaulted: bool = False
 
 
 @dataclass
@@ -52,6 +55,7 @@ class PullStarted:
     repo_id: str
     files: list[FileProgress]
     attached: bool = False  # True when joining a download already running on the platform
+    quantization: str | None = None
 
 
 @dataclass
@@ -59,6 +63,7 @@ class AlreadyDownloaded:
     name: str
     repo_id: str
     model: Model
+    quantization: str | None = None
 
 
 @dataclass
@@ -73,35 +78,44 @@ class PullDone:
     repo_id: str
     model: Model
     files: list[FileProgress] = field(default_factory=list)
+    quantization: str | None = None
 
 
 def pull(
     platform: Platform, text: str, quant: str | None = None, *, models: list[Model] | None = None
 ) -> Iterator[Any]:
-    """Download a model on the platform, yielding events until every file is verified. ``models``:
-    the registered models when the caller has just listed them (``serve``), to list them once."""
+    """Download one quantization of a model on the platform (the tag in ``text`` or ``quant``;
+    without one, what is already there, else the default), yielding events until every file of it
+    is verified. ``models``: the registered models when the caller has just listed them (``serve``)."""
     models = list_models(platform) if models is None else models
     ref = resolve_pull_ref(platform, text, models)
-    if quant and ref.quant and quant.lower() != ref.quant:
+    if quant and not quantization.is_valid_tag(quant):
+        raise UsageError(f"{quant!r} is not a quantization tag (examples: q4_k_m, q6_k, q8_0, iq4_xs, f16, q4)")
+    if quant and ref.quant and quantization.normalize(quant) != quantization.normalize(ref.quant):
         raise UsageError(f"two quantizations given: {ref.quant} in the name and {quant} in --quantization")
     target = (quant or ref.quant or "").lower() or None
-    if target and not quantization.is_valid_tag(target):
-        raise UsageError(f"{target!r} is not a quantization tag (examples: q4_k_m, q6_k, q8_0)")
     repo_id = ref.source
+    base = catalog.split_tag(text.strip())[0]
 
     existing = next((m for m in models if m.repo_id == repo_id), None)
     if existing is not None:
-        chosen = [f for f in existing.files if target is None or quantization.matches(f.name, target)]
-        if chosen and any(f.downloading for f in chosen):
-            ids = [f.id for f in chosen if f.downloading]
-            yield from _watch(platform, existing.id, existing.name, repo_id, ids, attached=True)
-            return
-        if chosen and all(f.ready for f in chosen):
-            yield AlreadyDownloaded(existing.name, repo_id, existing)
-            return
+        variant = select_variant(existing, target)
+        if variant is not None:
+            target = target or variant.quantization  # a repair keeps the quantization it repairs
+            if variant.state == "downloading":
+                ids = [f.id for f in variant.all_files if f.downloading]
+                again = _again(base, variant.quantization)
+                yield from _watch(
+                    platform, existing.id, existing.name, repo_id, again, ids, quant=variant.quantization, attached=True
+                )
+                return
+            if variant.state == "ready":
+                yield AlreadyDownloaded(existing.name, repo_id, existing, variant.quantization)
+                return
 
-    started = _initiate(platform, ref, target)
-    yield PullAccepted(repo_id)
+    started = _initiate(platform, ref, target, base)
+    picked = started.choice.quantization if started.choice else target
+    yield PullAccepted(repo_id, picked, bool(started.choice and started.choice.defaulted))
     model_id = started.model_id
     if model_id is None:  # a platform that did not say which model it registered: look it up
         found = platform.model_by_repo(repo_id)
@@ -110,29 +124,54 @@ def pull(
         model_id = found.id
     if started.already_downloaded:
         model = platform.model(model_id)
-        yield AlreadyDownloaded(model.name, repo_id, model)
+        yield AlreadyDownloaded(model.name, repo_id, model, picked)
         return
-    yield from _watch(platform, model_id, started.name, repo_id, list(started.files), created=existing is None)
+    again = _again(base, picked)
+    yield from _watch(
+        platform, model_id, started.name, repo_id, again, list(started.files), quant=picked, created=existing is None
+    )
 
 
-def _initiate(platform: Platform, ref: ModelRef, target: str | None) -> DownloadStarted:
+def _again(base: str, quant: str | None) -> str:
+    """The name to pull again with: the user's, with the quantization it stands for."""
+    return f"{base}:{quant}" if quant else base
+
+
+def _initiate(platform: Platform, ref: ModelRef, target: str | None, base: str) -> DownloadStarted:
     try:
-        started = platform.start_download(ref.source, target or quantization.DEFAULT_QUANTIZATION)
+        started = platform.start_download(ref.source, target)
     except UsageError as exc:
-        exc.hint = exc.hint or "check the file or URL (a .gguf is needed), or pull by name: kamiwaza list --catalog"
+        if ref.kind == "repo":  # a repo the platform will not take (the local server: no GGUF in it)
+            hint = "pull a GGUF repo (see: kamiwaza list --catalog), or use a cluster: kamiwaza config set-url URL"
+        else:
+            hint = "check the file or URL (a .gguf is needed), or pull by name: kamiwaza list --catalog"
+        exc.hint = exc.hint or hint
         raise
     except QuantizationUnavailable as exc:
-        first = exc.available[0] if exc.available else "none"
-        exc.hint = f"try: kamiwaza pull {ref.source}:{first}"
+        exc.hint = (
+            f"try: kamiwaza pull {_again(base, _suggest(exc.available))}"
+            if exc.available
+            else "tags name GGUF quantizations; this repo has no GGUF files"
+        )
         raise
     except ModelUnavailable as exc:
         raise _not_found(ref, exc.hub_message) from exc
+    except NotFound as exc:  # the platform's own refusal after listing the repo
+        exc.hint = exc.hint or "check the repo on the hub, or pick a model from: kamiwaza list --catalog"
+        raise
     if not started.files:
         raise NotFound(
             f"{ref.source} has no files that can be downloaded",
             hint="check the repo on the hub, or pick a model from: kamiwaza list --catalog",
         )
     return started
+
+
+def _suggest(available: list[str]) -> str:
+    """The quantization to suggest instead: the default order's first, else the first listed."""
+    order = quantization.DEFAULT_ORDER
+    ranked = sorted(available, key=lambda q: order.index(q) if q in order else len(order))
+    return ranked[0]
 
 
 def _not_found(ref: ModelRef, message: str | None) -> KamiwazaError:
@@ -155,14 +194,17 @@ def _watch(
     model_id: str,
     name: str,
     repo_id: str,
+    again: str,
     file_ids: list[str],
     *,
+    quant: str | None = None,
     attached: bool = False,
     created: bool = False,
 ) -> Iterator[Any]:
+    """Poll until the files are in; ``again`` is the name a hint tells the user to pull again."""
     rows = {r.file_id: r for r in platform.download_status(model_id)}
     files = [_progress(rows[i]) for i in file_ids if i in rows]
-    yield PullStarted(name, repo_id, files, attached=attached)
+    yield PullStarted(name, repo_id, files, attached=attached, quantization=quant)
     last_change = time.monotonic()
     last_done = sum(f.done for f in files)
     first = True
@@ -173,7 +215,7 @@ def _watch(
         missing = [i for i in file_ids if i not in rows]
         if missing:
             raise DownloadFailed(
-                f"the download of {name} was cancelled", hint=f"start it again with: kamiwaza pull {repo_id}"
+                f"the download of {name} was cancelled", hint=f"start it again with: kamiwaza pull {again}"
             )
         files = [_progress(rows[i]) for i in file_ids]
         for f in files:
@@ -195,11 +237,11 @@ def _watch(
             _drop_if_empty(platform, model_id)
         if f.status == "cancelled":
             raise DownloadFailed(
-                f"the download of {name} was cancelled", hint=f"start it again with: kamiwaza pull {repo_id}"
+                f"the download of {name} was cancelled", hint=f"start it again with: kamiwaza pull {again}"
             )
-        raise DownloadFailed(reason, hint=f"try again with: kamiwaza pull {repo_id}")
+        raise DownloadFailed(reason, hint=f"try again with: kamiwaza pull {again}")
     final = platform.model(model_id)
-    yield PullDone(final.name, final.repo_id or repo_id, final, files)
+    yield PullDone(final.name, final.repo_id or repo_id, final, files, quant)
 
 
 def _poll_delay(files: list[FileProgress]) -> float:
@@ -229,8 +271,12 @@ def _drop_if_empty(platform: Platform, model_id: str) -> None:
 
 
 def cancel_pull(platform: Platform, text: str) -> Model:
+    """Cancel the downloads of a model, or with ``:quant`` of that quantization's files only."""
     model = find_model(platform, text)
-    active = [f for f in model.files if f.downloading]
+    _, tag = catalog.split_tag(text.strip())
+    variant = select_variant(model, tag) if tag else None
+    files = variant.all_files if variant else () if tag else model.files
+    active = [f for f in files if f.downloading]
     if not active:
         raise NotFound(f"no download of {model.name} is in progress", hint="see models with: kamiwaza list")
     for f in active:

@@ -61,7 +61,9 @@ class Engine(Protocol):
 
 
 # Files that ride along with weights (configs, tokenizers, cards) and say nothing about the engine.
-NOT_WEIGHTS = {".json", ".md", ".txt", ".model", ".gitattributes", ".jinja", ".py"}
+# Files that hold model weights in the formats engines load (anything else, LICENSE or config.json,
+# is not a "weight type" to name in an error).
+WEIGHT_SUFFIXES = (".gguf", ".safetensors", ".bin", ".pt", ".pth", ".onnx", ".h5", ".msgpack", ".npz")
 
 
 def engines() -> list[Engine]:
@@ -82,7 +84,7 @@ def pick(files: list[Path], requested: str | None = None) -> Engine:
     for engine in available:
         if engine.can_run(files):
             return engine
-    kinds = sorted({f.suffix or f.name for f in files if f.suffix.lower() not in NOT_WEIGHTS}) or ["no weight files"]
+    kinds = sorted({f.suffix.lower() for f in files if f.suffix.lower() in WEIGHT_SUFFIXES}) or ["no weight files"]
     raise EngineUnavailable(
         f"no engine here can run {', '.join(kinds)} weights: the local server runs GGUF files with llama.cpp; "
         "safetensors need vLLM or MLX, which are not installed"

@@ -12,6 +12,7 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
+from ...statuses import ACTIVE
 from .. import sources
 from ..downloads import partial_path
 from ..sources import SourceError
@@ -141,6 +142,10 @@ def add_routes(api: APIRouter, ctx: ServerContext) -> None:
     @api.delete("/api/model_files/{file_id}")
     def delete_file(file_id: UUID) -> dict[str, Any]:
         row = need_file(ctx.store, file_id)
+        deployments = ctx.store.list_deployments(row["m_id"])
+        using = [d for d in deployments if d["status"] in ACTIVE and d["m_file_id"] == row["id"]]
+        if using:
+            raise HTTPException(409, f"{row['name']} is served by deployment {using[0]['id']}; stop it first")
         ctx.downloads.cancel(row["id"])
         path = ctx.store.blob_path(row["m_id"], row["name"])
         path.unlink(missing_ok=True)

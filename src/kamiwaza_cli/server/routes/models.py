@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from ... import quantization
 from ...statuses import ACTIVE
-from .. import sources
+from .. import engines, sources
 from ..downloads import DiskFull
 from ..sources import SourceError
 from ..store import UnsafeName, now
@@ -224,10 +224,17 @@ def add_routes(api: APIRouter, ctx: ServerContext) -> None:
                 )
             wanted = [by_name[n] for n in dict.fromkeys(body.files_to_download)]
         else:
-            names = quantization.select_files(list(by_name), quantization.DEFAULT_QUANTIZATION)
+            try:
+                names = quantization.choose(list(by_name)).files
+            except quantization.NoMatch as exc:
+                raise HTTPException(404, f"{repo_id} has {exc}") from exc
             wanted = [by_name[n] for n in names]
         if not wanted:
             raise HTTPException(404, f"{repo_id} has no files to download")
+        if not any(quantization.is_weight(n) for n in by_name):
+            # Refused before a byte is fetched: llama.cpp loads GGUF files only. (The repo is judged,
+            # not the request: repairing a vision model may ask for its projector alone.)
+            raise HTTPException(422, cannot_run(repo_id, list(by_name)))
         s = ctx.store
         downloads = ctx.downloads
         existing = s.get_model_by_repo(repo_id)
@@ -319,3 +326,13 @@ def add_routes(api: APIRouter, ctx: ServerContext) -> None:
             downloads.start(file_id)
         message = f"Download started for {len(start)} file(s)" if start else "Files already downloaded or downloading"
         return {"result": True, "message": message, "files": ids, "model_id": model_id}
+
+
+def cannot_run(repo_id: str, names: list[str]) -> str:
+    """Why this server will not take a repo without GGUF weights, and what would run it."""
+    kinds = sorted({n.rsplit(".", 1)[-1].lower() for n in names if n.lower().endswith(engines.WEIGHT_SUFFIXES)})
+    what = f"its weights are {', '.join(kinds)}" if kinds else "it has no model weights this server knows"
+    return (
+        f"{repo_id} has no GGUF file ({what}): this local server runs llama.cpp, which loads GGUF only; "
+        "a Kamiwaza cluster runs such models with vLLM"
+    )

@@ -19,7 +19,7 @@ from fastapi import HTTPException
 
 from ... import quantization
 from .. import engines, memory
-from ..supervisor import estimate_deployment, find_projector, is_projector
+from ..supervisor import estimate_deployment, find_projector
 from .context import ServerContext
 
 
@@ -33,12 +33,17 @@ class Plan:
 
 def stored_weights(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A model's downloaded weight files, the one a deploy picks first: GGUF before anything else,
-    the default quantization among them, then by name."""
-    stored = [f for f in files if f["storage_location"] and not f["is_downloading"] and not is_projector(f["name"])]
-    preferred = quantization.select_files([f["name"] for f in stored], quantization.DEFAULT_QUANTIZATION)
-    return sorted(
-        stored, key=lambda f: (not f["name"].lower().endswith(".gguf"), f["name"] not in preferred, f["name"])
-    )
+    the first part of the default quantization (quantization.choose) among them, then by name."""
+    stored = [
+        f
+        for f in files
+        if f["storage_location"] and not f["is_downloading"] and not quantization.is_projector(f["name"])
+    ]
+    try:
+        preferred = quantization.choose([f["name"] for f in stored]).first  # the tag grammar's default
+    except (quantization.NoMatch, IndexError):
+        preferred = None
+    return sorted(stored, key=lambda f: (not f["name"].lower().endswith(".gguf"), f["name"] != preferred, f["name"]))
 
 
 def plan(ctx: ServerContext, model: dict[str, Any], file_id: UUID | None, config_id: UUID | None) -> Plan:

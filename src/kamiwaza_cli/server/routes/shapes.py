@@ -73,13 +73,18 @@ def file_json(ctx: ServerContext, row: dict[str, Any]) -> dict[str, Any]:
         part = partial_file(ctx.store, row)
         done = part.stat().st_size if part is not None and part.exists() else 0
         pct = int(done * 100 / size) if size else 0
+    status = file_status(row)
+    # A file gone from disk is not stored any more: the SDK's readiness rule then says so too.
+    stored = None if status == "missing" else row["storage_location"]
+    if status == "missing":
+        done = pct = 0
     return {
         "id": row["id"],
         "name": row["name"],
         "size": size,
         "storage_type": "file",
         "storage_host": "localhost",
-        "storage_location": row["storage_location"],
+        "storage_location": stored,
         "hub": row["hub"],
         "model_id": row["m_id"],
         "checksum": row["checksum"],
@@ -100,7 +105,7 @@ def file_json(ctx: ServerContext, row: dict[str, Any]) -> dict[str, Any]:
         "download_eta": eta,
         "bytes_downloaded": done,
         "download_error": row["download_error"],
-        "status": file_status(row),
+        "status": status,
     }
 
 
@@ -224,6 +229,7 @@ def deployment_json(d: dict[str, Any]) -> dict[str, Any]:
         "last_error_code": d["last_error_code"],
         "last_error_message": d["last_error_message"],
         # Not in the platform's schema; the CLI shows them.
+        "m_file_name": d.get("m_file_name"),
         "stopped_at": d["stopped_at"],
         "pid": d["pid"],
         "context_per_slot": d["context_per_slot"],
