@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,19 @@ def test_one_output_per_command_over_an_injected_environment(fake: FakePlatform,
     env, out, err = _environment(terminal=False, stdin="kw-token-from-a-pipe\n")
     r = kw.invoke("login", "--token", environment=env)
     assert fake.api_key == "kw-token-from-a-pipe", (r.exit_code, r.stderr, err.getvalue())
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_list_fits_the_terminal_and_keeps_the_name_whole(fake: FakePlatform, kw: FakeCli, width: int) -> None:
+    long_repo = "bartowski/Qwen2.5-Coder-32B-Instruct-abliterated-GGUF"
+    fake.add_model(long_repo, {"Qwen2.5-Coder-32B-Instruct-abliterated-Q4_K_M.gguf": 4000})
+    out, err = io.StringIO(), io.StringIO()
+    env = Environment(io.StringIO(), out, err, True, True, True, no_color=True, width=width)
+    assert kw.invoke("list", environment=env).exit_code == 0
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in out.getvalue().splitlines()]
+    assert len(lines) == 2, lines  # a header and one row: nothing folded
+    assert all(len(line) <= width for line in lines), lines
+    assert lines[1].split()[0] == "qwen2.5-coder-32b-instruct-abliterated:q4_k_m"  # whole: typed next
 
 
 # list / show

@@ -118,7 +118,14 @@ def _models_table(out: output.Output, rows: list[dict]) -> None:
     for r in rows:
         for v in r["variants"] or [None]:
             table.append(_list_row(r, v))
-    out.table(["MODEL", "REPO ID", "QUANT", "FILE", "SIZE", "MODIFIED"], table)
+    # Fits the terminal: MODEL (what the user types next, its tag included) stays whole; the file
+    # and repo are cut first, then MODIFIED, REPO ID, QUANT (MODEL has it) and FILE go.
+    out.table(
+        ["MODEL", "REPO ID", "QUANT", "FILE", "SIZE", "MODIFIED"],
+        table,
+        shrink=("FILE", "REPO ID"),
+        drop=("MODIFIED", "REPO ID", "QUANT", "FILE"),
+    )
 
 
 def _list_row(r: dict[str, Any], v: dict[str, Any] | None) -> list[str]:
