@@ -92,7 +92,11 @@ def _listening(port: int) -> bool:
 )
 def test_commands_that_need_no_server_start_none(tmp_path: Path, args: tuple[str, ...]) -> None:
     idle = make_server(tmp_path, None)  # a home and a port, never started
-    r = idle.run(*args, base_url=False)
-    assert r.returncode == 0, r.stderr
-    assert not (tmp_path / "server.json").exists() and not _listening(idle.port)
-    assert "Started the local server" not in r.stderr
+    try:
+        r = idle.run(*args, base_url=False)
+        assert r.returncode == 0, r.stderr
+        assert not (tmp_path / "server.json").exists() and not _listening(idle.port)
+        assert "Started the local server" not in r.stderr
+    finally:
+        if (tmp_path / "server.json").exists():  # a failing run must not leave a server behind
+            idle.stop()
