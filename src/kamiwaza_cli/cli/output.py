@@ -179,24 +179,20 @@ class Output:
         return self._consoles[stream]
 
 
-def of(ctx: click.Context) -> Output:
-    """The Output of the command running in ``ctx`` (made by the group; a bare command gets one)."""
-    root = ctx.find_root()
-    found = root.meta.get(_OUTPUT)
-    if found is None:
-        env = root.meta.get(ENVIRONMENT) or Environment.of_process()
-        found = root.meta[_OUTPUT] = Output(env)
-    return found  # type: ignore[no-any-return]
-
-
 _OUTPUT = "kamiwaza.output"
 
 
 def start(ctx: click.Context, quiet: bool) -> Output:
     """Make the Output for this invocation (the group's callback, before any command runs)."""
-    env = ctx.meta.get(ENVIRONMENT) or Environment.of_process()
-    out = ctx.meta[_OUTPUT] = Output(env, quiet=quiet)
+    out = ctx.meta[_OUTPUT] = Output(ctx.meta.get(ENVIRONMENT) or Environment.of_process(), quiet=quiet)
     return out
+
+
+def of(ctx: click.Context) -> Output:
+    """The Output of the command running in ``ctx`` (click shares ``meta`` across the whole chain of
+    contexts; a command invoked without the group gets a default one)."""
+    found: Output | None = ctx.meta.get(_OUTPUT)
+    return found if found is not None else start(ctx, quiet=False)
 
 
 def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
