@@ -53,6 +53,7 @@ _SCRUB = (
     "KAMIWAZA_MEMORY_AVAILABLE_BYTES",
     "KAMIWAZA_ENGINE_LOG_BYTES",
     "KAMIWAZA_DISK_RESERVE_BYTES",
+    "KAMIWAZA_ENGINE_THREADS",
     "HF_TOKEN",
     "NO_COLOR",
     # a terminal's size comes from the terminal (pexpect sets it); pytest-xdist exports 80x24
@@ -199,11 +200,22 @@ class LocalServer:
         return KamiwazaClient(self.url, api_key="local")
 
 
+def engine_threads() -> int:
+    """The machine's cores shared among the suite's workers (pytest-xdist), each of which runs its own
+    engines: two engines given every core, generating at once, are several times slower than two
+    given half each (ggml's threads wait on each other's at every step; llamacpp.py)."""
+    from kamiwaza_cli import portable
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    return max(1, portable.physical_cores() // workers)
+
+
 def make_server(tmp: Path, hub_url: str | None) -> LocalServer:
     env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
     port = free_port()
     env.update(
-        KAMIWAZA_HOME=str(tmp), KAMIWAZA_LOCAL_PORT=str(port), HF_HUB_DISABLE_TELEMETRY="1", HF_HOME=str(tmp / "hf")
+        KAMIWAZA_HOME=str(tmp), KAMIWAZA_LOCAL_PORT=str(port), HF_HUB_DISABLE_TELEMETRY="1", HF_HOME=str(tmp / "hf"),
+        KAMIWAZA_ENGINE_THREADS=str(engine_threads()),
     )
     if hub_url:
         env["HF_ENDPOINT"] = hub_url

@@ -61,6 +61,22 @@ def test_defaults_bind_loopback_with_four_slots_physical_cores_and_the_key_out_o
     assert "--n-gpu-layers" not in argv  # a CPU build has nothing to offload to
 
 
+def test_engine_threads_setting_sets_every_engines_threads_and_the_model_config_wins(
+    cpu_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = write_tiny_gguf(tmp_path / "m.gguf")
+    monkeypatch.setenv("KAMIWAZA_ENGINE_THREADS", "1")
+    argv, _, facts = _launch(model)
+    assert _value(argv, "--threads") == "1" == _value(argv, "--threads-batch") and facts["threads"] == 1
+    argv, _, _ = _launch(model, {"n_threads": 3})
+    assert _value(argv, "--threads") == "3"
+    for bad in ("0", "two"):  # not a whole number of at least 1: the cores, and a warning naming it
+        monkeypatch.setenv("KAMIWAZA_ENGINE_THREADS", bad)
+        argv, _, _ = _launch(model)
+        assert _value(argv, "--threads") == str(portable.physical_cores())
+        assert f"KAMIWAZA_ENGINE_THREADS={bad!r}" in caplog.text
+
+
 def test_slots_and_context_follow_the_deployment_and_config_within_the_trained_length(
     cpu_build: Path, tmp_path: Path
 ) -> None:

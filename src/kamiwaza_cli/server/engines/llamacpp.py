@@ -2,7 +2,10 @@
 RamaLama run, with parallel slots and continuous batching.
 
 ``launch`` turns a model file and a deployment's settings into one ``llama-server`` argv:
-- threads: the machine's physical cores (``n_threads`` in the model config overrides);
+- threads: the machine's physical cores, or ``KAMIWAZA_ENGINE_THREADS`` (``n_threads`` in the model
+  config overrides either): ggml's threads meet at a barrier after every operation, so two engines
+  each given every core, generating at once, wait on each other's descheduled threads (2 cores, two
+  engines of 2 threads: 14 tokens/s each, against 57 each with 1 thread; docs/benchmarks.md);
 - slots: ``max_concurrent_requests`` of the deployment (default 4), each with the whole
   per-slot context, so four users get four streams at once instead of a queue;
 - context per slot: the deployment's (chosen when it was admitted, supervisor.py), else ``n_ctx``
@@ -28,6 +31,7 @@ interpreter (build.py), else ``llama-server`` on PATH.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import shutil
@@ -40,8 +44,12 @@ from typing import Any
 from ... import portable
 from ...gguf import GGUFError, GGUFInfo, read_gguf
 from .. import memory
+from ..shared import env_whole_number
 from . import Deployment, EngineUnavailable, Failure, LaunchSpec
 from .build import BINARY
+
+log = logging.getLogger(__name__)
+THREADS_ENV = "KAMIWAZA_ENGINE_THREADS"
 
 DEFAULT_CONTEXT = 4096  # when the supervisor chose none (no memory figure to choose from)
 MAX_DEFAULT_CONTEXT = 8192  # the most a deployment gets without asking (ollama's default is less)
@@ -200,7 +208,7 @@ class LlamaCpp:
         assert binary is not None
         info = read_info(model_file)
         slots, per_slot = plan(config, deployment.slots, info, deployment.context)
-        threads = _int(config, "n_threads") or portable.physical_cores()
+        threads = _int(config, "n_threads") or env_whole_number(THREADS_ENV, portable.physical_cores(), 1, log)
         alias = str(config.get("model_alias") or model_file.stem)
         argv = [
             str(binary),
