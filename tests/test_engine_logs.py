@@ -59,6 +59,8 @@ def test_logs_follow_past_1_mib_across_rotations_and_a_server_restart(srv: Local
         for b in numbers:
             expected.extend(_append(log, b))
             wait_for(lambda: expected[-1] in follower.stdout_so_far(), timeout=60, what=f"batch {b} followed")
+            # the supervisor rotates on a timer: the next batch goes to a log rotated meanwhile
+            wait_for(lambda: log.stat().st_size <= ROTATE, timeout=60, what=f"the log rotated after batch {b}")
 
     batches(range(12))  # 1.2 MB: the log rotates four times or more meanwhile
     state = json.loads(log.with_name(log.name + ".state").read_text())

@@ -304,6 +304,10 @@ def logs(ctx: click.Context, target: str, follow: bool, lines: int) -> None:
 
 LOG_PAGE = 10000  # the most lines one request returns (the local server's limit)
 LOG_POLL = 1.0
+# Asking from a position costs the server one read of what is new, so that follower asks often enough
+# that a line shows as it is written (tail -f waits 1 s); the other one re-reads the platform's
+# whole window each time.
+LOG_POLL_BY_OFFSET = 0.25
 
 
 def _print_lines(out: Output, lines: Any) -> None:
@@ -323,7 +327,7 @@ def _follow_by_offset(out: Output, platform: workflows.Platform, dep_id: str, of
             if not waiting:
                 out.info("… the platform is not answering; waiting for it (Ctrl+C to stop)")
                 waiting = True
-            time.sleep(LOG_POLL)
+            time.sleep(LOG_POLL_BY_OFFSET)
             continue
         waiting = False
         _print_lines(out, page.lines)
@@ -332,7 +336,7 @@ def _follow_by_offset(out: Output, platform: workflows.Platform, dep_id: str, of
             continue  # more is waiting: no pause
         if not page.active and not page.lines and not workflows.still_starting(platform, dep_id):
             return
-        time.sleep(LOG_POLL)
+        time.sleep(LOG_POLL_BY_OFFSET)
 
 
 def _follow_by_count(out: Output, platform: workflows.Platform, dep_id: str, seen: int) -> None:
