@@ -29,7 +29,7 @@ $(ENGINE): $(ENGINE_BUILD) | $(PY)
 # Two phases: everything without a bound in time on two workers (one test module per worker, so
 # a module's shared server and deployment are set up once), then the `timing` tests alone, as the
 # machine they assert about. `pytest` on its own runs everything in one process.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile -m "not timing"
 
 test: install

@@ -156,12 +156,14 @@ class LocalServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
 
-    def cli(self, *args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
+    def cli(
+        self, *args: str, input: str | None = None, env: dict[str, str] | None = None, base_url: bool = True
+    ) -> Result:
         """Run the real CLI in-process (CliRunner) against this server."""
         from kamiwaza_cli.cli.main import cli
 
         runner = CliRunner()
-        full_env = {**self.env, "KAMIWAZA_BASE_URL": self.url, **(env or {})}
+        full_env = {**self.env, **({"KAMIWAZA_BASE_URL": self.url} if base_url else {}), **(env or {})}
         return runner.invoke(cli, list(args), input=input, env=full_env, catch_exceptions=False)
 
     def run(
@@ -182,12 +184,14 @@ class LocalServer:
             text=True,
         )
 
+    # In-process: the server is a process of its own either way, and an interpreter's start-up
+    # per server start and stop is a good part of what a module's fixtures cost.
     def start(self) -> None:
-        r = self.run("server", "start", "--port", str(self.port), base_url=False)
-        assert r.returncode == 0, r.stderr
+        r = self.cli("server", "start", "--port", str(self.port), base_url=False)
+        assert r.exit_code == 0, r.stderr
 
     def stop(self) -> None:
-        self.run("server", "stop", base_url=False)
+        self.cli("server", "stop", base_url=False)
 
     def pid(self) -> int:
         import json

@@ -20,8 +20,7 @@ import psutil
 import pytest
 from conftest import LocalServer, first_token_seconds
 
-# Bounds in time: `make test` runs this module after the parallel phase, alone (pyproject markers).
-pytestmark = pytest.mark.timing
+# The tests marked `timing` assert a bound in time: `make test` runs them after the others, alone.
 
 MODEL = "gemma-3-270m-q4_k_m"
 CHAT = [{"role": "user", "content": "Write a long story about the sea."}]
@@ -95,6 +94,7 @@ def _first_token_times(base: str, n: int, max_tokens: int = 24) -> list[float]:
     return firsts
 
 
+@pytest.mark.timing
 def test_four_concurrent_chats_all_start_within_a_second_of_each_other(server: LocalServer, four: dict) -> None:
     assert four["max_concurrent_requests"] == 4 and four["context_per_slot"] > 0
     firsts = _first_token_times(_gateway(server, four), 4)
@@ -155,6 +155,7 @@ def test_the_engines_cors_and_server_headers_do_not_reach_the_client(server: Loc
         assert "access-control-allow-credentials" not in answered.headers
 
 
+@pytest.mark.timing
 def test_a_client_that_disconnects_frees_its_slot(server: LocalServer, single: dict) -> None:
     """One slot: a streamed reply abandoned after its first token; the next request starts at once
     (a slot still busy with a 4000-token reply would keep it waiting for minutes). A reply that is

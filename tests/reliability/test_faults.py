@@ -42,8 +42,7 @@ from reliability.support import (
     stopped,
 )
 
-# Bounds in time: `make test` runs this module after the parallel phase, alone (pyproject markers).
-pytestmark = pytest.mark.timing
+# The tests marked `timing` assert a bound in time: `make test` runs them after the others, alone.
 
 Q6 = "gemma-3-270m-it-Q6_K.gguf"  # what `pull GEMMA_REPO` fetches (default quantization q6_k)
 
@@ -150,6 +149,7 @@ def gemma_server(fresh: LocalServer, gemma_path: Path) -> LocalServer:
     return fresh
 
 
+@pytest.mark.timing
 def test_engine_killed_is_failed_within_5_s_and_run_redeploys(gemma_server: LocalServer) -> None:
     srv = gemma_server
     r = srv.cli("serve", GEMMA_LOCAL, "--json")

@@ -21,9 +21,6 @@ from conftest import LocalServer
 from fakehub import FakeHub
 from reliability.support import GEMMA_LOCAL, fd_count, record, rss_kb, settle, socket_inodes, tcp_sockets
 
-# Bounds in time: `make test` runs this module after the parallel phase, alone (pyproject markers).
-pytestmark = pytest.mark.timing
-
 CALLS = 1000
 CLIENTS = 32
 WARMUP = 200

@@ -26,8 +26,7 @@ from conftest import LocalServer, first_token_seconds, make_server, wait_for
 from fakehub import FakeHub
 from reliability.support import ACTIVE, GEMMA_LOCAL, catalog, engine_pids, one_error, record
 
-# Bounds in time: `make test` runs this module after the parallel phase, alone (pyproject markers).
-pytestmark = pytest.mark.timing
+# The tests marked `timing` assert a bound in time: `make test` runs them after the others, alone.
 
 MIB = 1 << 20
 SIZE = re.compile(r"\d+(?:\.\d\d)? (?:MiB|GiB)")
@@ -191,6 +190,7 @@ def test_an_absurd_context_is_refused_with_the_trained_length_before_any_engine(
     assert len(catalog(srv.home)["deployments"]) == rows_before and not engine_pids(srv.home)
 
 
+@pytest.mark.timing
 def test_a_client_that_hangs_up_on_a_reply_that_is_not_streamed_frees_the_only_slot(
     srv: LocalServer, model_id: str, configs: dict[str, str]
 ) -> None:

@@ -33,8 +33,7 @@ import pytest
 from conftest import LocalServer, make_server
 from reliability.support import MB, record, rss_kb
 
-# Bounds in time: `make test` runs this module after the parallel phase, alone (pyproject markers).
-pytestmark = pytest.mark.timing
+# The tests marked `timing` assert a bound in time: `make test` runs them after the others, alone.
 
 KEY = "kw-http-front-key-4d2b8e"
 HEADER_TIMEOUT = 1.0
@@ -208,6 +207,7 @@ def test_configured_origins_are_allowed_and_nothing_else_matches_them(srv: Local
 # --- limits before any route ----------------------------------------------------------------------------
 
 
+@pytest.mark.timing
 def test_a_1_mib_header_gets_431_while_other_requests_keep_answering_within_100_ms(srv: LocalServer) -> None:
     # Just under the limit is still a request like any other.
     with _connect(srv) as sock:
@@ -306,6 +306,7 @@ def test_a_chunked_body_over_the_limit_is_refused_whatever_the_method(srv: Local
     assert answers == {"GET": 413, "DELETE": 413, "POST": 413}
 
 
+@pytest.mark.timing
 def test_slow_headers_and_slow_bodies_get_408_and_idle_connections_are_closed(srv: LocalServer) -> None:
     # The four cases below each wait on a connection of their own, so they run at once (a few
     # connections, far under the cap): the test takes as long as the slowest, not their sum.
@@ -354,6 +355,7 @@ def test_slow_headers_and_slow_bodies_get_408_and_idle_connections_are_closed(sr
         case.result()  # re-raises a case's failed assertion
 
 
+@pytest.mark.timing
 def test_connections_past_the_cap_get_503_and_the_server_serves_again_once_they_close(srv: LocalServer) -> None:
     held = [_connect(srv, timeout=5) for _ in range(CAP)]
     try:
