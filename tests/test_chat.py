@@ -1,7 +1,8 @@
 """`kamiwaza run`: the interactive chat driven for real with pexpect, and one-shot generation.
 
 One real llama.cpp deployment of the small PyPI model serves every test here; replies
-are kept short with max_tokens.
+are kept short with max_tokens. The line editing (exit words, multi-line and pasted messages)
+is tested in-process in test_repl.py.
 """
 
 from __future__ import annotations
@@ -91,27 +92,6 @@ def test_streamed_reply_and_history_file(server: LocalServer, chat: pexpect.spaw
     assert "Tell me about the sea." in (server.home / "history").read_text()
 
 
-def test_multiline_message(chat: pexpect.spawn, tmp_path: Path) -> None:
-    chat.sendline('"""')
-    wait_prompt(chat, CONTINUATION)
-    chat.sendline("first line")
-    wait_prompt(chat, CONTINUATION)
-    chat.sendline('second line"""')
-    wait_prompt(chat)
-    saved = transcript(chat, tmp_path / "m.json")
-    assert saved["messages"][0]["content"] == "first line\nsecond line"
-
-
-def test_pasted_text_is_one_message(chat: pexpect.spawn, tmp_path: Path) -> None:
-    chat.send("\x1b[200~pasted line one\npasted line two\x1b[201~")  # a terminal's bracketed paste
-    chat.sendline("")
-    chat.expect_exact(INPUT_DONE)
-    wait_prompt(chat)
-    saved = transcript(chat, tmp_path / "p.json")
-    assert saved["messages"][0]["content"] == "pasted line one\npasted line two"
-    assert len(saved["messages"]) == 2
-
-
 def test_slash_commands(chat: pexpect.spawn, deployed: str, tmp_path: Path) -> None:
     assert "Available commands" in ask(chat, "/?")
     assert "/set system TEXT" in ask(chat, "/help")
@@ -153,29 +133,18 @@ def test_ctrl_c_stops_a_reply_then_chat_goes_on(chat: pexpect.spawn, tmp_path: P
     assert len(saved["messages"]) == 4
 
 
-def test_ctrl_c_and_exit_words_end_the_session(server: LocalServer, deployed: str) -> None:
-    # Each of these ends its session, so each needs a chat of its own: all five start at once (an
-    # interpreter's start-up is most of what a chat costs here), then each is ended its own way.
-    words = ("exit", "quit", "q", "/exit")
-    child = spawn(server, wait=False)
-    others = [spawn(server, env={"KAMIWAZA_NOHISTORY": "1"}, wait=False) for _ in words]
+def test_ctrl_c_at_an_empty_prompt_ends_the_session(server: LocalServer, deployed: str) -> None:
+    # Every exit word, Ctrl+D, and Ctrl+C with text typed are in test_repl.py; this is the real
+    # terminal's Ctrl+C (a SIGINT from the terminal driver), and /bye is in test_slash_commands.
+    child = spawn(server, env={"KAMIWAZA_NOHISTORY": "1"})
     try:
-        wait_prompt(child)
-        child.sendintr()  # at an empty prompt
+        child.sendintr()
         child.expect_exact("✨ Chat session ended")
         child.expect(pexpect.EOF)
         child.close()
         assert child.exitstatus == 0
-        for word, other in zip(words, others, strict=True):
-            wait_prompt(other)
-            other.sendline(word)
-            other.expect_exact("✨ Chat session ended")
-            other.expect(pexpect.EOF)
-            other.close()
-            assert other.exitstatus == 0
     finally:
-        for c in (child, *others):
-            c.close(force=True)
+        child.close(force=True)
 
 
 def test_save_then_run_load(server: LocalServer, chat: pexpect.spawn, tmp_path: Path) -> None:
@@ -253,15 +222,15 @@ def test_one_shot_in_pipes_has_no_escape_codes(server: LocalServer, deployed: st
 
 def test_run_pulls_and_deploys_a_model_that_is_not_there(server: LocalServer, deployed: str) -> None:
     name = f"{GEMMA_REPO}:q4_k_m"
-    r = server.run("run", name, "Hi", "--max-tokens", "4")
-    assert r.returncode == 0, r.stderr
+    r = server.cli("run", name, "Hi", "--max-tokens", "4")
+    assert r.exit_code == 0, r.stderr
     assert "🚀 Downloading gemma-3-270m-it-GGUF:q4_k_m..." in r.stderr and "🚀 Deploying" in r.stderr
     assert r.stdout.strip()
-    again = server.run("run", name, "Hi", "--max-tokens", "4")
+    again = server.cli("run", name, "Hi", "--max-tokens", "4")
     assert "✨ Using existing deployment of gemma-3-270m-it-GGUF" in again.stderr
     assert server.cli("stop", GEMMA_REPO).exit_code == 0
-    r = server.run("run", name, "Hi", "--max-tokens", "4")  # downloaded, not deployed
-    assert r.returncode == 0 and "🚀 Deploying" in r.stderr and "Downloading" not in r.stderr
+    r = server.cli("run", name, "Hi", "--max-tokens", "4")  # downloaded, not deployed
+    assert r.exit_code == 0 and "🚀 Deploying" in r.stderr and "Downloading" not in r.stderr
     server.cli("rm", "--force", GEMMA_REPO)
 
 
