@@ -13,6 +13,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -424,6 +425,25 @@ def test_stale_server_record_is_not_a_running_server(fresh: LocalServer) -> None
     assert not record.exists()
     r = fresh.run("server", "stop", base_url=False)
     assert r.returncode == 0 and "not running" in r.stderr
+
+
+def test_a_server_killed_a_moment_ago_is_replaced_on_its_port_once_the_kernel_lets_it_go(
+    fresh: LocalServer,
+) -> None:
+    """kill -9, then `server start` at once: the dead server's sockets are still closing, so its
+    port is busy for a moment. The start waits for that port (only for a server of this home that
+    died, on its own port) instead of calling it taken by another program."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    fresh.home.mkdir(parents=True)
+    (fresh.home / "server.json").write_text(
+        json.dumps({"pid": dead.pid, "host": "127.0.0.1", "port": fresh.port, "started_at": 0})
+    )
+    closing = socket.create_server(("127.0.0.1", fresh.port))  # the dead server's socket, going
+    threading.Timer(0.5, closing.close).start()
+    r = fresh.cli("server", "start", "--port", str(fresh.port), base_url=False)
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((fresh.home / "server.json").read_text())["pid"] != dead.pid
 
 
 def test_bad_local_port_is_a_usage_error(home: Path) -> None:

@@ -96,12 +96,11 @@ def _alive(pid: int) -> bool:
     return portable.process_alive(pid)
 
 
-def status(home: Path) -> ServerInfo | None:
-    """The recorded server if its process is alive, else None (a stale record is removed)."""
-    path = state_path(home)
+def _record(home: Path) -> ServerInfo | None:
+    """The server recorded in ``home``, alive or not."""
     try:
-        data = json.loads(path.read_text())
-        info = ServerInfo(
+        data = json.loads(state_path(home).read_text())
+        return ServerInfo(
             int(data["pid"]),
             str(data["host"]),
             int(data["port"]),
@@ -110,6 +109,14 @@ def status(home: Path) -> ServerInfo | None:
             bool(data.get("tls")),
         )
     except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def status(home: Path) -> ServerInfo | None:
+    """The recorded server if its process is alive, else None (a stale record is removed)."""
+    path = state_path(home)
+    info = _record(home)
+    if info is None:
         return None
     if not _alive(info.pid):
         # The server died without stopping its engines (kill -9; on Linux they die with it, but
@@ -136,15 +143,26 @@ def end_orphan_engines(server_pid: int) -> list[int]:
     return ended
 
 
-def _port_free(host: str, port: int) -> bool:
+def _port_free(host: str, port: int, wait: float = 0.0) -> bool:
+    """True when ``port`` can be listened on, now or within ``wait`` seconds."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
+    deadline = time.monotonic() + wait
+    while True:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+                return True
+            except OSError:
+                pass
+        if time.monotonic() >= deadline:
             return False
-    return True
+        time.sleep(0.05)
+
+
+# A server killed a moment ago counts as gone (its process is a zombie, or reaped) while the
+# kernel is still closing its sockets, its listening one included: its own port is waited for.
+DEAD_SERVER_PORT_WAIT = 3.0
 
 
 @dataclass(frozen=True)
@@ -169,6 +187,7 @@ def start(
     api_key = clean_api_key(
         security.api_key if security.api_key is not None else config.local_api_key_raw(), API_KEY_ENV
     )
+    recorded = _record(home)
     current = status(home)
     if current is not None:
         if current.port != port or current.host != host:
@@ -183,7 +202,8 @@ def start(
             f"refusing to listen on {host} without an API key",
             hint=f"use: kamiwaza server start --host {host} --api-key-file FILE (or KAMIWAZA_LOCAL_API_KEY)",
         )
-    if not _port_free(host, port):
+    previous_died = current is None and recorded is not None and recorded.port == port
+    if not _port_free(host, port, wait=DEAD_SERVER_PORT_WAIT if previous_died else 0.0):
         raise UsageError(
             f"port {port} on {host} is already in use by another program",
             hint="pick another with: kamiwaza server start --port PORT",
