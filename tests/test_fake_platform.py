@@ -188,6 +188,24 @@ def test_failed_pull_reports_the_error_and_drops_the_model(fake: FakePlatform, k
     assert fake.models() == []  # nothing half-registered
 
 
+def test_ctrl_c_while_the_download_request_is_answered_says_it_may_be_downloading(
+    fake: FakePlatform, kw: FakeCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl+C after the request went but before its answer came: the platform may have started the
+    download, so the user hears how to watch or cancel it, not a bare "Interrupted"."""
+    started = fake.start_download
+
+    def interrupted(repo_id: str, tag: str | None):  # type: ignore[no-untyped-def]
+        started(repo_id, tag)  # the platform took it; the answer never reaches the command
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fake, "start_download", interrupted)
+    r = kw.invoke("pull", TINY)
+    assert r.exit_code == 130, r.stderr
+    assert f"{TINY} is still downloading in the background; run the same command to watch" in r.stderr
+    assert f"kamiwaza pull --cancel {TINY}" in r.stderr
+
+
 def test_pull_cancel(fake: FakePlatform, kw: FakeCli) -> None:
     none = kw.invoke("pull", "--cancel", TINY)
     assert none.exit_code == 4

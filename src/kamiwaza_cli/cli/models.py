@@ -47,9 +47,12 @@ def pull(ctx: click.Context, model: str, quant: str | None, cancel: bool) -> Non
     view = PullView(out)
     watching = None
     accepted = None
+    requested = None
     try:
         for event in workflows.pull(platform, model, quant):
-            if isinstance(event, workflows.PullAccepted):
+            if isinstance(event, workflows.PullRequested):
+                requested = event
+            elif isinstance(event, workflows.PullAccepted):
                 accepted = event
                 view.accepted(event)
             elif isinstance(event, workflows.PullStarted):
@@ -70,13 +73,15 @@ def pull(ctx: click.Context, model: str, quant: str | None, cancel: bool) -> Non
     except KeyboardInterrupt:
         view.stop()
         if watching is not None:
-            name = watching.name
+            said = f"{watching.name} is still downloading"
         elif accepted is not None:
-            name = accepted.repo_id
+            said = f"{accepted.repo_id} is still downloading"
+        elif requested is not None:  # asked, never heard back: the platform may have started it
+            said = f"If the platform took the request, {requested.repo_id} is still downloading"
         else:
             raise
         out.info(
-            f"\n{name} is still downloading in the background; run the same command to watch "
+            f"\n{said} in the background; run the same command to watch "
             f"(or cancel with: kamiwaza pull --cancel {model})"
         )
         ctx.exit(EXIT_INTERRUPTED)

@@ -38,6 +38,14 @@ class FileProgress:
 
 
 @dataclass
+class PullRequested:
+    """The download request is about to go: a Ctrl+C from here until ``PullAccepted`` may leave a
+    download the platform started running, without the command having heard that it did."""
+
+    repo_id: str
+
+
+@dataclass
 class PullAccepted:
     """The platform has accepted the download and runs it: from here on, an interrupted command
     leaves it downloading (reported before the model and progress are fetched, which takes a
@@ -113,6 +121,7 @@ def pull(
                 yield AlreadyDownloaded(existing.name, repo_id, existing, variant.quantization)
                 return
 
+    yield PullRequested(repo_id)
     started = _initiate(platform, ref, target, base)
     picked = started.choice.quantization if started.choice else target
     yield PullAccepted(repo_id, picked, bool(started.choice and started.choice.defaulted))
