@@ -66,6 +66,7 @@ bench: install
 	$(PY) -m bench.pull
 	$(PY) -m bench.api
 	$(PY) -m bench.reliability
+	$(PY) -m bench.shared_cores
 	$(PY) -m bench.report
 
 # Two clean-clone installs with cold caches (this tree and the last llama-cpp-python one): ~15 min.

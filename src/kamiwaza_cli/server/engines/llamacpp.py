@@ -5,7 +5,7 @@ RamaLama run, with parallel slots and continuous batching.
 - threads: the machine's physical cores, or ``KAMIWAZA_ENGINE_THREADS`` (``n_threads`` in the model
   config overrides either): ggml's threads meet at a barrier after every operation, so two engines
   each given every core, generating at once, wait on each other's descheduled threads (2 cores, two
-  engines of 2 threads: 14 tokens/s each, against 57 each with 1 thread; docs/benchmarks.md);
+  engines of 2 threads: 15.5 tokens/s each, against 50.8 each with 1 thread; bench/shared_cores.py);
 - slots: ``max_concurrent_requests`` of the deployment (default 4), each with the whole
   per-slot context, so four users get four streams at once instead of a queue;
 - context per slot: the deployment's (chosen when it was admitted, supervisor.py), else ``n_ctx``
