@@ -26,9 +26,10 @@ $(STAMP): pyproject.toml | $(PY)
 $(ENGINE): $(ENGINE_BUILD) | $(PY)
 	$(PYTHON) $(ENGINE_BUILD) --bin-dir $(VENV)/bin
 
-# Two phases: everything without a bound in time on two workers (one test module per worker, so
-# a module's shared server and deployment are set up once), then the `timing` tests alone, as the
-# machine they assert about. `pytest` on its own runs everything in one process.
+# Two phases: everything without a bound in time on three workers (one test module per worker, so
+# a module's shared server and deployment are set up once; a third worker uses the cores the others
+# leave while they wait on sleeps and sockets), then the `timing` tests alone, as the machine they
+# assert about. `pytest` on its own runs everything in one process.
 TEST_WORKERS ?= 3
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile -m "not timing"
 
