@@ -304,9 +304,9 @@ def logs(ctx: click.Context, target: str, follow: bool, lines: int) -> None:
 
 LOG_PAGE = 10000  # the most lines one request returns (the local server's limit)
 LOG_POLL = 1.0
-# Asking from a position costs the server one read of what is new, so that follower asks often enough
-# that a line shows as it is written (tail -f waits 1 s); the other one re-reads the platform's
-# whole window each time.
+# Following by position costs the server one read of what is new, so it asks often enough that a
+# line shows about as it is written (tail -f waits 1 s); following by count re-reads the platform's
+# whole window each time, so it asks once a second.
 LOG_POLL_BY_OFFSET = 0.25
 
 
