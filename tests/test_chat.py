@@ -23,7 +23,6 @@ MODEL = "gemma-3-270m-q4_k_m"
 # prompt_toolkit draws the prompt's trailing space as a cursor move, so match the marks alone. It also
 # redraws the prompt line when a line is accepted; a *new* prompt starts by enabling bracketed paste.
 PROMPT = ">>>"
-CONTINUATION = "..."
 NEW_INPUT = "\x1b[?2004h"
 INPUT_DONE = "\x1b[?2004l"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -37,8 +36,8 @@ def deployed(server: LocalServer, gemma_path: Path) -> str:
     return str(json.loads(r.stdout)["id"])
 
 
-def spawn(server: LocalServer, *args: str, env: dict[str, str] | None = None, wait: bool = True) -> pexpect.spawn:
-    """``kamiwaza run MODEL *args`` on a pseudo-terminal; at its first prompt unless ``wait`` is False."""
+def spawn(server: LocalServer, *args: str, env: dict[str, str] | None = None) -> pexpect.spawn:
+    """``kamiwaza run MODEL *args`` on a pseudo-terminal, at its first prompt."""
     full = {**server.env, "KAMIWAZA_BASE_URL": server.url, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1", **(env or {})}
     child = pexpect.spawn(
         sys.executable,
@@ -48,8 +47,7 @@ def spawn(server: LocalServer, *args: str, env: dict[str, str] | None = None, wa
         timeout=60,
         dimensions=(40, 200),
     )
-    if wait:
-        wait_prompt(child)
+    wait_prompt(child)
     return child
 
 

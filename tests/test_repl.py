@@ -7,7 +7,6 @@ chat on a real terminal and a real engine (Ctrl+C, /bye, the slash commands, rep
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -45,11 +44,7 @@ def chat(keys: str) -> Ran:
     return Ran(code, sent, out.getvalue(), err.getvalue())
 
 
-@pytest.fixture(params=sorted(EXIT_WORDS) + ["EXIT", "  Quit  "])
-def exit_word(request: pytest.FixtureRequest) -> Iterator[str]:
-    yield request.param
-
-
+@pytest.mark.parametrize("exit_word", [*sorted(EXIT_WORDS), "EXIT", "  Quit  "])
 def test_an_exit_word_ends_the_session_and_the_rest_is_never_sent(exit_word: str) -> None:
     ran = chat(f"hello\n{exit_word}\nnever sent\n")
     assert ran.code == 0 and ran.sent == ["hello"]
