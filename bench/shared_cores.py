@@ -30,7 +30,7 @@ from kamiwaza_cli import portable
 from kamiwaza_cli.server.engines.llamacpp import find_binary
 
 from .common import figure, free_port, http_ok, log, median, poll, write_result
-from .harness import model_file
+from .harness import context_figure, model_file
 
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 TOKENS = 128
@@ -95,24 +95,24 @@ def main() -> int:
     alone_all, alone_share = median(results["alone_all"]), median(results["alone_share"])
     both_all, both_share = median(results["both_all"]), median(results["both_share"])
     figures = [
-        figure(f"2 engines at once, {cores} threads each (every core, the default): tokens/s per engine",
-               both_all, alone_all, "tokens/s", "— (context)", True,
-               note=f"baseline: one engine alone with {cores} threads"),
-        figure(f"2 engines at once, {share} thread(s) each (KAMIWAZA_ENGINE_THREADS={share}): tokens/s per engine",
-               both_share, alone_all, "tokens/s", "— (context)", True,
-               note=f"baseline: one engine alone with {cores} threads; alone with {share}: {alone_share:.1f} tokens/s"),
-        figure("2 engines at once, both together: shared cores against every core for each",
-               2 * both_share, 2 * both_all, "tokens/s", "— (context)", True,
-               note="what the machine makes while two deployments answer at the same time"),
+        context_figure(figure(
+            f"2 engines at once, {cores} threads each (every core, the default): tokens/s per engine",
+            both_all, alone_all, "tokens/s", "", True, note=f"baseline: one engine alone with {cores} threads")),
+        context_figure(figure(
+            f"2 engines at once, {share} thread(s) each (KAMIWAZA_ENGINE_THREADS={share}): tokens/s per engine",
+            both_share, alone_all, "tokens/s", "", True,
+            note=f"baseline: one engine alone with {cores} threads; alone with {share}: {alone_share:.1f} tokens/s")),
+        context_figure(figure(
+            "2 engines at once, both together: shared cores against every core for each",
+            2 * both_share, 2 * both_all, "tokens/s", "", True,
+            note="what the machine makes while two deployments answer at the same time")),
     ]  # fmt: skip
-    for f in figures:
-        f["met"] = None  # context figures: no target
     write_result(
         "shared_cores",
         figures,
         RUNS,
         details={"cores": cores, "share": share, "tokens": TOKENS, "samples": results},
-        description=(sys.modules[__name__].__doc__ or "").split("\n\n")[0].replace("\n", " "),
+        description=(__doc__ or "").split("\n\n")[0].replace("\n", " "),
     )
     return 0
 
