@@ -188,22 +188,27 @@ def test_failed_pull_reports_the_error_and_drops_the_model(fake: FakePlatform, k
     assert fake.models() == []  # nothing half-registered
 
 
-def test_ctrl_c_while_the_download_request_is_answered_says_it_may_be_downloading(
-    fake: FakePlatform, kw: FakeCli, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("command", [("pull",), ("serve",), ("run", "hi")], ids=["pull", "serve", "run"])
+@pytest.mark.parametrize("when", ["request", "download"])
+def test_ctrl_c_during_a_pull_says_the_download_goes_on_and_how_to_get_back_to_it(
+    fake: FakePlatform, kw: FakeCli, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...], when: str
 ) -> None:
-    """Ctrl+C after the request went but before its answer came: the platform may have started the
-    download, so the user hears how to watch or cancel it, not a bare "Interrupted"."""
-    started = fake.start_download
+    """Ctrl+C while the download request is answered (the platform may have started it) or while the
+    download runs, in any command that pulls: the user hears that it goes on and how to watch or
+    cancel it, not a bare "Interrupted" nor "Still deploying"."""
+    real = fake.start_download if when == "request" else fake.download_status
 
-    def interrupted(repo_id: str, tag: str | None):  # type: ignore[no-untyped-def]
-        started(repo_id, tag)  # the platform took it; the answer never reaches the command
+    def interrupted(*args: object) -> object:
+        real(*args)  # the platform did it; the answer never reaches the command
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(fake, "start_download", interrupted)
-    r = kw.invoke("pull", TINY)
+    monkeypatch.setattr(fake, "start_download" if when == "request" else "download_status", interrupted)
+    r = kw.invoke(command[0], TINY, *command[1:])
     assert r.exit_code == 130, r.stderr
-    assert f"{TINY} is still downloading in the background; run the same command to watch" in r.stderr
+    assert "is still downloading in the background; run the same command to watch" in r.stderr
     assert f"kamiwaza pull --cancel {TINY}" in r.stderr
+    assert "Interrupted" not in r.stderr and "Still deploying" not in r.stderr
+    assert ("If the platform took the request" in r.stderr) == (when == "request")
 
 
 def test_pull_cancel(fake: FakePlatform, kw: FakeCli) -> None:

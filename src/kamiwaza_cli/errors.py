@@ -24,6 +24,11 @@ EXIT_AUTH = 5
 EXIT_INTERRUPTED = 130
 
 
+class Detached(KeyboardInterrupt):
+    """Ctrl+C, after the command has told the user what it leaves running in the platform (a
+    download, a deployment) and how to get back to it: exit 130 with nothing more to say."""
+
+
 class KamiwazaError(Exception):
     """Base of every error the CLI reports to users: one line plus a next step."""
 

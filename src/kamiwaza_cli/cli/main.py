@@ -17,7 +17,7 @@ import click
 
 from .. import __version__, sdkimport
 from .. import config as settings
-from ..errors import EXIT_ERROR, EXIT_INTERRUPTED, KamiwazaError
+from ..errors import EXIT_ERROR, EXIT_INTERRUPTED, Detached, KamiwazaError
 from ..textsafe import safe_text
 from . import output
 
@@ -67,7 +67,8 @@ def report(exc: BaseException, debug: bool) -> int:
         print("  → fix its permissions or free space, or use another directory with KAMIWAZA_HOME=DIR", file=sys.stderr)
         return EXIT_ERROR
     if isinstance(exc, (KeyboardInterrupt, click.exceptions.Abort)):
-        print("\nInterrupted", file=sys.stderr)
+        if not isinstance(exc, Detached):  # a detached command has said what goes on without it
+            print("\nInterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(f"Error: unexpected {type(exc).__name__}: {safe_text(exc)}", file=sys.stderr)
     print("  → run again with --debug for the traceback, and report it", file=sys.stderr)

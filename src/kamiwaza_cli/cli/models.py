@@ -15,7 +15,7 @@ from ..errors import EXIT_INTERRUPTED
 from . import completion, output
 from .connection import connect
 from .output import human_size, json_option
-from .progress import PullView
+from .progress import LeftRunning, PullView
 
 
 @click.command()
@@ -45,18 +45,13 @@ def pull(ctx: click.Context, model: str, quant: str | None, cancel: bool) -> Non
         out.info(f"🛑 Download of {m.name} cancelled")
         return
     view = PullView(out)
-    watching = None
-    accepted = None
-    requested = None
+    left = LeftRunning()
     try:
         for event in workflows.pull(platform, model, quant):
-            if isinstance(event, workflows.PullRequested):
-                requested = event
-            elif isinstance(event, workflows.PullAccepted):
-                accepted = event
+            left.see(event)
+            if isinstance(event, workflows.PullAccepted):
                 view.accepted(event)
             elif isinstance(event, workflows.PullStarted):
-                watching = event
                 view.start(event)
             elif isinstance(event, workflows.FileProgress):
                 view.update(event)
@@ -72,18 +67,10 @@ def pull(ctx: click.Context, model: str, quant: str | None, cancel: bool) -> Non
                 out.result(workflows.model_json(event.model))
     except KeyboardInterrupt:
         view.stop()
-        if watching is not None:
-            said = f"{watching.name} is still downloading"
-        elif accepted is not None:
-            said = f"{accepted.repo_id} is still downloading"
-        elif requested is not None:  # asked, never heard back: the platform may have started it
-            said = f"If the platform took the request, {requested.repo_id} is still downloading"
-        else:
+        said = left.message(model)
+        if said is None:
             raise
-        out.info(
-            f"\n{said} in the background; run the same command to watch "
-            f"(or cancel with: kamiwaza pull --cancel {model})"
-        )
+        out.info(said)
         ctx.exit(EXIT_INTERRUPTED)
     finally:
         view.stop()

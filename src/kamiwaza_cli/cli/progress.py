@@ -1,5 +1,6 @@
 """Pull progress, drawn for ``pull``, ``serve`` and ``run``: rich bars on a terminal, a few plain
-lines otherwise (a line per file at 0, 25, 50, 75 and 100 %), always on stderr."""
+lines otherwise (a line per file at 0, 25, 50, 75 and 100 %), always on stderr; and which download
+such a command leaves running when Ctrl+C stops it."""
 
 from __future__ import annotations
 
@@ -84,3 +85,34 @@ class PullView:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+class LeftRunning:
+    """Which download a ``pull``, ``serve`` or ``run`` leaves running in the platform if Ctrl+C stops
+    it now, from the pull events it has seen: the download goes on without the command."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self.answered = False  # False: the request went and its answer has not come
+
+    def see(self, event: object) -> None:
+        if isinstance(event, workflows.PullRequested):
+            self.name, self.answered = event.repo_id, False
+        elif isinstance(event, workflows.PullAccepted):
+            self.name, self.answered = event.repo_id, True
+        elif isinstance(event, workflows.PullStarted):
+            self.name, self.answered = event.name, True
+        elif isinstance(event, (workflows.PullDone, workflows.AlreadyDownloaded)):
+            self.name = None
+
+    def message(self, model: str) -> str | None:
+        """What to tell the user (``model`` as they typed it), or None when no download is left."""
+        if self.name is None:
+            return None
+        said = f"{self.name} is still downloading"
+        if not self.answered:
+            said = f"If the platform took the request, {said}"
+        return (
+            f"\n{said} in the background; run the same command to watch "
+            f"(or cancel with: kamiwaza pull --cancel {model})"
+        )

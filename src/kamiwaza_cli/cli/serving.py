@@ -13,11 +13,11 @@ from typing import Any
 import click
 
 from .. import quantization, statuses, workflows
-from ..errors import EXIT_INTERRUPTED, PlatformUnreachable
+from ..errors import EXIT_INTERRUPTED, Detached, PlatformUnreachable
 from . import completion, output
 from .connection import connect
 from .output import Output, json_option, markup
-from .progress import PullView
+from .progress import LeftRunning, PullView
 
 STATUS_LABELS = {
     statuses.DEPLOYED: "● RUNNING",
@@ -38,8 +38,10 @@ def run_serve(
     force_cpu: bool = False,
     context: int | None = None,
 ) -> workflows.Deployed:
-    """Render ``workflows.serve`` (shared with ``run``): pull bars, a status spinner, the endpoint."""
+    """Render ``workflows.serve`` (shared with ``run``): pull bars, a status spinner, the endpoint.
+    Ctrl+C during the pull says how to get back to the download and raises ``Detached``."""
     view = PullView(out)
+    left = LeftRunning()
     spinner: Any = None
     announced = False
     deployed = None
@@ -54,6 +56,7 @@ def run_serve(
             context=context,
         )
         for event in events:
+            left.see(event)
             if isinstance(event, workflows.PullAccepted):
                 view.accepted(event)
             elif isinstance(event, workflows.PullStarted):
@@ -76,6 +79,13 @@ def run_serve(
                     spinner.update(markup(event.status))
             elif isinstance(event, workflows.Deployed):
                 deployed = event
+    except KeyboardInterrupt:
+        view.stop()
+        said = left.message(model)
+        if said is None:
+            raise
+        out.info(said)
+        raise Detached from None
     finally:
         view.stop()
         if spinner is not None:
@@ -196,6 +206,8 @@ def serve(
             force_cpu=force_cpu,
             context=context,
         )
+    except Detached:  # during the pull: said how to get back to the download
+        ctx.exit(EXIT_INTERRUPTED)
     except KeyboardInterrupt:
         out.info("\nStill deploying in the platform; see it with: kamiwaza ps")
         ctx.exit(EXIT_INTERRUPTED)
