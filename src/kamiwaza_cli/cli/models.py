@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from .. import quantization, workflows
-from ..errors import EXIT_INTERRUPTED
+from ..errors import Detached
 from . import completion, output
 from .connection import connect
 from .output import human_size, json_option
@@ -45,7 +45,7 @@ def pull(ctx: click.Context, model: str, quant: str | None, cancel: bool) -> Non
         out.info(f"🛑 Download of {m.name} cancelled")
         return
     view = PullView(out)
-    left = LeftRunning()
+    left = LeftRunning(model)
     try:
         for event in workflows.pull(platform, model, quant):
             left.see(event)
@@ -67,11 +67,9 @@ def pull(ctx: click.Context, model: str, quant: str | None, cancel: bool) -> Non
                 out.result(workflows.model_json(event.model))
     except KeyboardInterrupt:
         view.stop()
-        said = left.message(model)
-        if said is None:
+        if not left.told(out):
             raise
-        out.info(said)
-        ctx.exit(EXIT_INTERRUPTED)
+        raise Detached from None
     finally:
         view.stop()
 

@@ -88,10 +88,12 @@ class PullView:
 
 
 class LeftRunning:
-    """Which download a ``pull``, ``serve`` or ``run`` leaves running in the platform if Ctrl+C stops
-    it now, from the pull events it has seen: the download goes on without the command."""
+    """Which download a ``pull``, ``serve`` or ``run`` of ``model`` (as the user typed it) leaves
+    running in the platform if Ctrl+C stops it now, from the pull events it has seen: the download
+    goes on without the command."""
 
-    def __init__(self) -> None:
+    def __init__(self, model: str) -> None:
+        self.model = model
         self.name: str | None = None
         self.answered = False  # False: the request went and its answer has not come
 
@@ -105,14 +107,15 @@ class LeftRunning:
         elif isinstance(event, (workflows.PullDone, workflows.AlreadyDownloaded)):
             self.name = None
 
-    def message(self, model: str) -> str | None:
-        """What to tell the user (``model`` as they typed it), or None when no download is left."""
+    def told(self, out: Output) -> bool:
+        """Tell the user that the download goes on and how to get back to it; False when none does."""
         if self.name is None:
-            return None
+            return False
         said = f"{self.name} is still downloading"
         if not self.answered:
             said = f"If the platform took the request, {said}"
-        return (
+        out.info(
             f"\n{said} in the background; run the same command to watch "
-            f"(or cancel with: kamiwaza pull --cancel {model})"
+            f"(or cancel with: kamiwaza pull --cancel {self.model})"
         )
+        return True

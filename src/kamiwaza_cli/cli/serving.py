@@ -41,7 +41,7 @@ def run_serve(
     """Render ``workflows.serve`` (shared with ``run``): pull bars, a status spinner, the endpoint.
     Ctrl+C during the pull says how to get back to the download and raises ``Detached``."""
     view = PullView(out)
-    left = LeftRunning()
+    left = LeftRunning(model)
     spinner: Any = None
     announced = False
     deployed = None
@@ -81,10 +81,8 @@ def run_serve(
                 deployed = event
     except KeyboardInterrupt:
         view.stop()
-        said = left.message(model)
-        if said is None:
+        if not left.told(out):
             raise
-        out.info(said)
         raise Detached from None
     finally:
         view.stop()
