@@ -160,7 +160,8 @@ def test_save_then_run_load(server: LocalServer, chat: pexpect.spawn, tmp_path: 
 
 def test_endpoint_dies_mid_session_and_redeploys(server: LocalServer, deployed: str, tmp_path: Path) -> None:
     client = server.sdk()
-    child = spawn(server, "--max-tokens", "8")
+    # Greedy decoding: a sampled reply from this small model can be empty, which is not what is tested.
+    child = spawn(server, "--max-tokens", "8", "--temperature", "0")
     ask(child, "Hello.")
     [active] = [d for d in client.serving.list_active_deployments() if d.m_name == MODEL]
     pid = client._request("GET", f"/serving/deployment/{active.id}")["pid"]
@@ -173,6 +174,7 @@ def test_endpoint_dies_mid_session_and_redeploys(server: LocalServer, deployed: 
     child.expect_exact("✨ Deployment ready!", timeout=120)
     wait_prompt(child)
     saved = transcript(child, tmp_path / "r.json")
+    assert [m["role"] for m in saved["messages"]] == ["user", "assistant", "user", "assistant"]
     assert [m["content"] for m in saved["messages"] if m["role"] == "user"] == ["Hello.", "Are you there?"]
     assert saved["messages"][-1]["content"].strip()
     child.close(force=True)
