@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import loopback
 import pytest
 from click.testing import CliRunner, Result
 from conftest import LocalServer, make_server
@@ -73,9 +73,9 @@ def test_every_route_needs_the_key(secured: LocalServer, gemma_path: Path) -> No
     base = f"http://127.0.0.1:{secured.port}"
     for method, path in routes:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"}):
-            r = httpx.request(method, base + path, headers=headers, json={})
+            r = loopback.request(method, base + path, headers=headers, json={})
             assert r.status_code == 401, (method, path, headers)
-        assert httpx.request(method, base + path, headers=keyed, json={}).status_code != 401, (method, path)
+        assert loopback.request(method, base + path, headers=keyed, json={}).status_code != 401, (method, path)
 
 
 def test_gateway_inference_needs_the_key(secured: LocalServer, gemma_path: Path) -> None:
@@ -85,8 +85,10 @@ def test_gateway_inference_needs_the_key(secured: LocalServer, gemma_path: Path)
     assert r.exit_code == 0, r.stderr
     endpoint = json.loads(r.stdout)["endpoint"]
     body = {"model": "x", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
-    assert httpx.post(endpoint + "/chat/completions", json=body, timeout=60).status_code == 401
-    ok = httpx.post(endpoint + "/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+    assert loopback.post(endpoint + "/chat/completions", json=body, timeout=60).status_code == 401
+    ok = loopback.post(
+        endpoint + "/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=60
+    )
     assert ok.status_code == 200 and ok.json()["choices"]
     r = cli(secured, "run", "gemma-3-270m-q4_k_m", "Hello", "--max-tokens", "4", env=env)
     assert r.exit_code == 0 and r.stdout.strip()

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import loopback
 import pytest
 from conftest import TINY_REPO, LocalServer, make_server
 from fakehub import FakeHub
@@ -226,7 +226,7 @@ def test_hub_unreachable_is_a_clear_error(offline_server: LocalServer) -> None:
 def test_api_download_refuses_traversal_in_file_names(server: LocalServer) -> None:
     before = _snapshot(server)
     body = {"model": TINY_REPO, "hub": "HubsHf", "files_to_download": ["../../evil.gguf"]}
-    resp = httpx.post(f"{server.url}/models/download/", json=body, timeout=30)
+    resp = loopback.post(f"{server.url}/models/download/", json=body, timeout=30)
     assert resp.status_code == 404, resp.text
     assert "evil.gguf" in resp.json()["detail"]
     assert _snapshot(server) == before
@@ -234,8 +234,8 @@ def test_api_download_refuses_traversal_in_file_names(server: LocalServer) -> No
 
 
 def test_api_rejects_a_model_id_that_is_not_a_uuid(server: LocalServer) -> None:
-    assert httpx.get(f"{server.url}/models/not-a-uuid", timeout=10).status_code == 422
-    assert httpx.get(f"{server.url}/models/{uuid.uuid4()}", timeout=10).status_code == 404
+    assert loopback.get(f"{server.url}/models/not-a-uuid", timeout=10).status_code == 422
+    assert loopback.get(f"{server.url}/models/{uuid.uuid4()}", timeout=10).status_code == 404
 
 
 
@@ -288,7 +288,7 @@ def test_repo_without_usable_files_is_not_found(server: LocalServer, hostile_rep
 ])
 def test_api_download_refuses_bad_sources(server: LocalServer, body: dict, status: int) -> None:
     before = _snapshot(server)
-    resp = httpx.post(f"{server.url}/models/download/", json=body, timeout=30)
+    resp = loopback.post(f"{server.url}/models/download/", json=body, timeout=30)
     assert resp.status_code == status, resp.text
     assert isinstance(resp.json()["detail"], str)
     assert _snapshot(server) == before

@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 import jsonschema
+import loopback
 import pytest
 from conftest import GEMMA_REPO, TINY_REPO, LocalServer, start_with_user, wait_for
 from fakehub import FakeHub
@@ -899,12 +900,12 @@ def test_password_grant_and_refresh(tmp_path_factory: pytest.TempPathFactory) ->
     try:
         form = {"grant_type": "password", "username": "eve", "password": "eve's local password",
                 "scope": "openid email profile", "client_id": "kamiwaza-platform"}  # fmt: skip
-        r = httpx.post(f"{srv.url}/auth/token", data=form)
+        r = loopback.post(f"{srv.url}/auth/token", data=form)
         granted = check(r, "POST", "/auth/token")
         TokenResponse.model_validate(granted)
-        r = httpx.post(f"{srv.url}/auth/refresh", params={"refresh_token": granted["refresh_token"]})
+        r = loopback.post(f"{srv.url}/auth/refresh", params={"refresh_token": granted["refresh_token"]})
         TokenResponse.model_validate(check(r, "POST", "/auth/refresh"))
-        r = httpx.get(f"{srv.url}/auth/users/me", headers={"Authorization": f"Bearer {granted['access_token']}"})
+        r = loopback.get(f"{srv.url}/auth/users/me", headers={"Authorization": f"Bearer {granted['access_token']}"})
         assert check(r, "GET", "/auth/users/me", sdk="UserInfo")["username"] == "eve"
     finally:
         srv.stop()

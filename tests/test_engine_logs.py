@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import loopback
 import pytest
 from conftest import LocalServer, Watched, make_server, wait_for
 from fakehub import FakeHub
@@ -77,10 +77,10 @@ def test_logs_follow_past_1_mib_across_rotations_and_a_server_restart(srv: Local
     srv.stop()  # the engine stops with the server; the restarted server restores it, same log
     srv.start()
     wait_for(lambda: follower.stdout_so_far().count(" starting ") >= 1, timeout=120, what="the engine's restart")
-    for b in range(b, b + 3):
-        batch(b)
+    for after_restart in range(b, b + 3):
+        batch(after_restart)
 
-    assert httpx.delete(f"{srv.url}/serving/deployment/{dep_id}", timeout=60).status_code == 200
+    assert loopback.delete(f"{srv.url}/serving/deployment/{dep_id}", timeout=60).status_code == 200
     out, err = follower.communicate(timeout=60)
     assert follower.returncode == 0, err
     followed = [ln for ln in out.splitlines() if ln.startswith("marker ")]

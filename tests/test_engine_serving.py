@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import loopback
 import openai
 import psutil
 import pytest
@@ -109,11 +110,11 @@ def test_the_deployment_port_is_an_openai_api_that_follows_the_servers_key_polic
     oc = openai.OpenAI(base_url=lb, api_key="anything", max_retries=0)
     reply = oc.chat.completions.create(model="m", messages=CHAT, max_tokens=4, temperature=0)
     assert reply.choices[0].message.content
-    assert httpx.get(f"{_gateway(server, four)}/models", timeout=30).status_code == 200
+    assert loopback.get(f"{_gateway(server, four)}/models", timeout=30).status_code == 200
     engine = f"http://127.0.0.1:{_engine_port(four)}/v1"
     assert _engine_port(four) != four["lb_port"]
     for path in ("/models", "/chat/completions"):
-        resp = httpx.post(f"{engine}{path}", json={"messages": CHAT, "max_tokens": 1}, timeout=30)
+        resp = loopback.post(f"{engine}{path}", json={"messages": CHAT, "max_tokens": 1}, timeout=30)
         assert resp.status_code == 401, (path, resp.status_code)
 
 
@@ -138,13 +139,13 @@ def test_the_engines_cors_and_server_headers_do_not_reach_the_client(server: Loc
     for base in (_gateway(server, four), f"http://127.0.0.1:{four['lb_port']}/v1"):
         foreign = {"Origin": "http://evil.example"}
         for resp in (
-            httpx.get(f"{base}/models", headers=foreign, timeout=30),
+            loopback.get(f"{base}/models", headers=foreign, timeout=30),
             httpx.options(f"{base}/chat/completions", headers={**foreign, **ask}, timeout=30),
         ):
             assert resp.status_code == 403, (base, resp.status_code)
             assert not [h for h in resp.headers if h.lower().startswith("access-control-")], resp.headers
         local = {"Origin": "http://localhost:5173"}
-        resp = httpx.get(f"{base}/models", headers=local, timeout=30)
+        resp = loopback.get(f"{base}/models", headers=local, timeout=30)
         assert resp.status_code == 200
         cors = {k.lower(): v for k, v in resp.headers.items() if k.lower().startswith("access-control-")}
         assert cors == {"access-control-allow-origin": "http://localhost:5173"}, resp.headers

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-import httpx
+import loopback
 import pytest
 from conftest import wait_for
 from fakehub import FakeHub, HubFile
@@ -130,14 +130,14 @@ def test_file_metadata_and_download(hub, blob, tmp_path):
 def test_range_requests(hub, blob):
     url = hf_hub_url(REPO, WEIGHTS, endpoint=hub.url)
     data = blob[1]
-    r = httpx.get(url, headers={"Range": "bytes=1000-1999"})
+    r = loopback.get(url, headers={"Range": "bytes=1000-1999"})
     assert r.status_code == 206 and r.content == data[1000:2000]
     assert r.headers["content-range"] == f"bytes 1000-1999/{len(data)}"
-    r = httpx.get(url, headers={"Range": f"bytes={len(data) - 10}-"})
+    r = loopback.get(url, headers={"Range": f"bytes={len(data) - 10}-"})
     assert r.status_code == 206 and r.content == data[-10:]
-    r = httpx.get(url, headers={"Range": f"bytes={len(data)}-"})
+    r = loopback.get(url, headers={"Range": f"bytes={len(data)}-"})
     assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{len(data)}"
-    r = httpx.get(url)
+    r = loopback.get(url)
     assert r.status_code == 200 and r.content == data and r.headers["accept-ranges"] == "bytes"
     assert "Range" not in hub.requests[-1][2]
     assert hub.requests[-2][2]["RANGE"] == f"bytes={len(data)}-"  # case-insensitive header lookup
@@ -148,7 +148,7 @@ def test_rate_limit_applies_and_changes_mid_download(hub, blob):
     size = len(blob[1])
     hub.rate_limit = size // 4  # the whole file would take ~4 s at this rate
     got = bytearray()
-    with httpx.stream("GET", hf_hub_url(REPO, WEIGHTS, endpoint=hub.url)) as r:
+    with loopback.stream("GET", hf_hub_url(REPO, WEIGHTS, endpoint=hub.url)) as r:
         start = time.monotonic()
         it = r.iter_bytes()
         while time.monotonic() - start < 0.5:
@@ -167,7 +167,7 @@ def test_rate_limit_applies_and_changes_mid_download(hub, blob):
 
 def test_client_disconnect_is_quiet(hub, blob, capfd):
     hub.rate_limit = 256 * 1024  # small chunks, so the server is still writing when the client leaves
-    with httpx.stream("GET", hf_hub_url(REPO, WEIGHTS, endpoint=hub.url)) as r:
+    with loopback.stream("GET", hf_hub_url(REPO, WEIGHTS, endpoint=hub.url)) as r:
         next(r.iter_bytes())
     # Wait for the server to notice (its writes fail and it stops counting), well short of the whole file.
     last, deadline = -1, time.monotonic() + 5
@@ -178,7 +178,7 @@ def test_client_disconnect_is_quiet(hub, blob, capfd):
     assert capfd.readouterr().err == ""
     # Server keeps working; the fixture asserts hub.errors stayed empty.
     hub.rate_limit = None
-    assert httpx.get(hf_hub_url(REPO, "README.md", endpoint=hub.url)).text == "# tiny\n"
+    assert loopback.get(hf_hub_url(REPO, "README.md", endpoint=hub.url)).text == "# tiny\n"
 
 
 def test_corrupt_serves_wrong_bytes_with_true_sha(hub, blob, tmp_path):
@@ -186,10 +186,10 @@ def test_corrupt_serves_wrong_bytes_with_true_sha(hub, blob, tmp_path):
     url = hf_hub_url("acme/bad", WEIGHTS, endpoint=hub.url)
     true_sha = hashlib.sha256(blob[1]).hexdigest()
     assert get_hf_file_metadata(url, token=False).etag == true_sha
-    body = httpx.get(url).content
+    body = loopback.get(url).content
     assert len(body) == len(blob[1]) and body[:-1] == blob[1][:-1] and body[-1] != blob[1][-1]
     assert hashlib.sha256(body).hexdigest() != true_sha
-    assert httpx.get(url, headers={"Range": "bytes=-1"}).content != blob[1][-1:]
+    assert loopback.get(url, headers={"Range": "bytes=-1"}).content != blob[1][-1:]
 
 
 def test_size_override_advertises_but_serves_real_bytes(hub, blob):
@@ -199,12 +199,12 @@ def test_size_override_advertises_but_serves_real_bytes(hub, blob):
     assert info.siblings[0].size == huge and info.siblings[0].lfs.size == huge
     url = hf_hub_url("acme/huge", WEIGHTS, endpoint=hub.url)
     assert get_hf_file_metadata(url, token=False).size == huge
-    r = httpx.get(url)
+    r = loopback.get(url)
     assert r.content == blob[1] and int(r.headers["content-length"]) == len(blob[1])
 
 
 def test_unmodelled_routes_are_loud(hub):
-    r = httpx.post(f"{hub.url}/api/models/{REPO}/paths-info/main", json={"paths": []})
+    r = loopback.post(f"{hub.url}/api/models/{REPO}/paths-info/main", json={"paths": []})
     assert r.status_code == 501
     with pytest.raises(HfHubHTTPError):
         HfApi(endpoint=hub.url, token=False).list_repo_refs(REPO)

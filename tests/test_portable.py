@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import loopback
 import pytest
 from conftest import GEMMA_REPO, LocalServer, make_server
 from fakehub import FakeHub
@@ -187,7 +188,7 @@ def test_a_spawn_that_fails_is_failed_within_a_second_with_the_reason(broken_eng
     assert dep["status"] == "FAILED" and time.monotonic() - started < 1.0
     assert dep["last_error_code"] == "RUNTIME_ERROR" and "Exec format error" in dep["last_error_message"]
     # Nothing half-started is left: no listener on its port, no process.
-    assert dep["lb_port"] == 0 or httpx.get(f"http://127.0.0.1:{dep['lb_port']}/v1/models").status_code != 200
+    assert dep["lb_port"] == 0 or loopback.get(f"http://127.0.0.1:{dep['lb_port']}/v1/models").status_code != 200
     served = broken_engine.run("serve", "gemma-3-270m-q4_k_m")
     assert served.returncode == 1
     [line] = [ln for ln in served.stderr.splitlines() if ln.startswith("Error:")]

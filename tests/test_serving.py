@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import loopback
 import openai
 import pytest
 from conftest import LocalServer, wait_for
@@ -100,7 +100,7 @@ def test_gateway_streams_tokens_as_the_engine_emits_them(client, deployment: str
     url = f"{client.base_url.removesuffix('/api')}/runtime/models/{deployment}/v1/chat/completions"
     arrivals = []
     body = {"model": "x", "messages": PROMPT, "stream": True, "max_tokens": 24, "temperature": 0}
-    with httpx.stream("POST", url, json=body, timeout=60) as resp:
+    with loopback.stream("POST", url, json=body, timeout=60) as resp:
         for line in resp.iter_lines():
             if line.startswith("data: {"):
                 arrivals.append(time.monotonic())
@@ -111,7 +111,7 @@ def test_gateway_streams_tokens_as_the_engine_emits_them(client, deployment: str
 
 def test_unknown_and_unready_gateway_targets(client) -> None:  # type: ignore[no-untyped-def]
     base = client.base_url.removesuffix("/api")
-    r = httpx.get(f"{base}/runtime/models/00000000-0000-0000-0000-000000000000/v1/models")
+    r = loopback.get(f"{base}/runtime/models/00000000-0000-0000-0000-000000000000/v1/models")
     assert r.status_code == 404
 
 

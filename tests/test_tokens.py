@@ -8,7 +8,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import loopback
 import pytest
 from click.testing import CliRunner, Result
 from conftest import LocalServer, start_with_user
@@ -31,7 +31,7 @@ def cli(srv: LocalServer, *args: str, input: str | None = None) -> Result:
 
 
 def _works(srv: LocalServer, token: str) -> bool:
-    r = httpx.get(f"{srv.url}/models/", headers={"Authorization": f"Bearer {token}"})
+    r = loopback.get(f"{srv.url}/models/", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code in (200, 401), r.text
     return r.status_code == 200
 

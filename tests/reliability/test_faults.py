@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import loopback
 import pytest
 from conftest import GEMMA_REPO, TINY_REPO, LocalServer, Watched, make_server, wait_for
 from fakehub import FakeHub
@@ -60,7 +60,7 @@ def _sha256(path: Path) -> str:
 
 
 def _deployment(srv: LocalServer, dep_id: str) -> dict:
-    r = httpx.get(f"{srv.url}/serving/deployment/{dep_id}", timeout=30)
+    r = loopback.get(f"{srv.url}/serving/deployment/{dep_id}", timeout=30)
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -186,7 +186,7 @@ def test_kill_9_of_the_server_restores_every_deployment_with_zero_orphans(gemma_
     [model] = catalog(srv.home)["models"]
     ids = []
     for _ in range(2):  # the API (unlike `serve`) makes a new deployment each time
-        r = httpx.post(f"{srv.url}/serving/deploy_model", json={"m_id": model["id"]}, timeout=30)
+        r = loopback.post(f"{srv.url}/serving/deploy_model", json={"m_id": model["id"]}, timeout=30)
         assert r.status_code == 200, r.text
         ids.append(r.json())
     for dep_id in ids:
@@ -213,7 +213,7 @@ def test_kill_9_of_the_server_restores_every_deployment_with_zero_orphans(gemma_
     )
     for dep_id in ids:
         body = {"model": "x", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
-        resp = httpx.post(
+        resp = loopback.post(
             f"{srv.url.removesuffix('/api')}/runtime/models/{dep_id}/v1/chat/completions", json=body, timeout=60
         )
         assert resp.status_code == 200 and resp.json()["choices"], resp.text

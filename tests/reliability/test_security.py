@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import loopback
 import pytest
 from conftest import LocalServer, make_server
 from fakehub import FakeHub
@@ -64,7 +65,7 @@ def deployed(keyed: LocalServer, gemma_path: Path) -> Deployed:
     r = keyed.cli("serve", GEMMA_LOCAL, "--json", env=env)
     assert r.exit_code == 0, r.stderr
     dep = json.loads(r.stdout)
-    full = httpx.get(f"{keyed.url}/serving/deployment/{dep['id']}", headers=_auth(KEY), timeout=30).json()
+    full = loopback.get(f"{keyed.url}/serving/deployment/{dep['id']}", headers=_auth(KEY), timeout=30).json()
     return Deployed(dep["id"], int(full["pid"]), int(full["lb_port"]), dep["endpoint"])
 
 
@@ -333,7 +334,7 @@ def test_secret_files_are_0600_and_no_secret_is_logged_or_printed(
     cli("--debug", "login", "-u", USER, "--password-stdin", input=PASSWORD + "\n")
     record = json.loads((keyed.home / "credentials.json").read_text())[keyed.url]
     tokens = [record["access_token"], record["refresh_token"]]
-    refreshed = httpx.post(f"{keyed.url}/auth/refresh", params={"refresh_token": tokens[1]}, timeout=30).json()
+    refreshed = loopback.post(f"{keyed.url}/auth/refresh", params={"refresh_token": tokens[1]}, timeout=30).json()
     tokens += [refreshed["access_token"], refreshed["refresh_token"]]
 
     assert cli("--debug", "whoami").strip() == USER  # with the stored token
@@ -344,8 +345,8 @@ def test_secret_files_are_0600_and_no_secret_is_logged_or_printed(
     assert cli("--debug", "run", GEMMA_LOCAL, "hi", "--max-tokens", "4", "--verbose", env=env).strip()
     cli("logs", deployed.id, env=env)
     chat = {"model": "x", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
-    assert httpx.post(deployed.endpoint + "/chat/completions", json=chat, headers=_auth(KEY), timeout=60).is_success
-    assert httpx.get(f"{keyed.url}/models/", headers=_auth(tokens[2]), timeout=30).is_success
+    assert loopback.post(deployed.endpoint + "/chat/completions", json=chat, headers=_auth(KEY), timeout=60).is_success
+    assert loopback.get(f"{keyed.url}/models/", headers=_auth(tokens[2]), timeout=30).is_success
 
     for name in ("config.json", "credentials.json", "auth_secret"):
         mode = stat.S_IMODE((keyed.home / name).stat().st_mode)

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import loopback
 import openai
 import psutil
 import pytest
@@ -61,7 +62,7 @@ def srv(hub: FakeHub, gemma_path: Path, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture(scope="module")
 def model_id(srv: LocalServer) -> str:
-    models = httpx.get(f"{srv.url}/models/", timeout=30).json()
+    models = loopback.get(f"{srv.url}/models/", timeout=30).json()
     return str(next(m["id"] for m in models if m["name"] == GEMMA_LOCAL))
 
 
@@ -70,7 +71,7 @@ def configs(srv: LocalServer, model_id: str) -> dict[str, str]:
     ids = {}
     for name, config in CONFIGS.items():
         body = {"m_id": model_id, "name": name, "default": False, "config": config}
-        resp = httpx.post(f"{srv.url}/model_configs/", json=body, timeout=30)
+        resp = loopback.post(f"{srv.url}/model_configs/", json=body, timeout=30)
         assert resp.status_code == 200, resp.text
         ids[name] = resp.json()["id"]
     return ids
@@ -83,15 +84,15 @@ def _stop_all(request: pytest.FixtureRequest) -> Iterator[None]:
     if "srv" not in request.fixturenames:
         return
     srv: LocalServer = request.getfixturevalue("srv")
-    for dep in httpx.get(f"{srv.url}/serving/deployments", timeout=30).json():
+    for dep in loopback.get(f"{srv.url}/serving/deployments", timeout=30).json():
         if dep["status"] in ACTIVE:
-            httpx.delete(f"{srv.url}/serving/deployment/{dep['id']}", timeout=60)
+            loopback.delete(f"{srv.url}/serving/deployment/{dep['id']}", timeout=60)
     wait_for(lambda: not engine_pids(srv.home), timeout=30, what="every engine to end")
 
 
 def _deploy(srv: LocalServer, model_id: str, config_id: str, slots: int | None = 1) -> httpx.Response:
     body = {"m_id": model_id, "m_config_id": config_id, "max_concurrent_requests": slots}
-    return httpx.post(f"{srv.url}/serving/deploy_model", json=body, timeout=120)
+    return loopback.post(f"{srv.url}/serving/deploy_model", json=body, timeout=120)
 
 
 def _at_once(n: int, call) -> list[httpx.Response]:  # type: ignore[no-untyped-def]
@@ -118,7 +119,7 @@ def _at_once(n: int, call) -> list[httpx.Response]:  # type: ignore[no-untyped-d
 
 def _wait_deployed(srv: LocalServer, dep_id: str) -> dict:
     def deployed() -> dict | None:
-        dep = httpx.get(f"{srv.url}/serving/deployment/{dep_id}", timeout=30).json()
+        dep = loopback.get(f"{srv.url}/serving/deployment/{dep_id}", timeout=30).json()
         assert dep["status"] in ACTIVE, dep.get("last_error_message")
         return dep if dep["status"] == "DEPLOYED" else None
 
@@ -210,7 +211,7 @@ def test_a_client_that_hangs_up_on_a_reply_that_is_not_streamed_frees_the_only_s
     # ignore_eos: the engine would generate all 4000 tokens unless it is cancelled.
     body = {"model": "m", "messages": chat, "max_tokens": 4000, "temperature": 0, "ignore_eos": True}
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{base}/chat/completions", json=body, timeout=httpx.Timeout(30, read=1.5))
+        loopback.post(f"{base}/chat/completions", json=body, timeout=httpx.Timeout(30, read=1.5))
     after = first_token_seconds(oc)
     record("admission: next request after a disconnect", idle_first_token_s=idle, first_token_s=after)
     # Half a polling interval is expected (0.1-0.6 s on a quiet machine); the margin is for a busy
@@ -226,9 +227,9 @@ def test_a_deployment_that_asks_no_context_gets_the_largest_that_fits_up_to_8192
     from kamiwaza_cli.server.supervisor import estimate_deployment
 
     budget = _budget(gemma_path)
-    first = httpx.post(f"{srv.url}/serving/deploy_model", json={"m_id": model_id, "max_concurrent_requests": 1})
+    first = loopback.post(f"{srv.url}/serving/deploy_model", json={"m_id": model_id, "max_concurrent_requests": 1})
     assert first.status_code == 200, first.text
-    row = httpx.get(f"{srv.url}/serving/deployment/{first.json()}", timeout=30).json()
+    row = loopback.get(f"{srv.url}/serving/deployment/{first.json()}", timeout=30).json()
     assert row["context_per_slot"] == 8192  # known at admission, before the engine runs
     held = estimate_deployment(gemma_path, {}, 1, None, 8192).total
     fits = [
@@ -237,9 +238,11 @@ def test_a_deployment_that_asks_no_context_gets_the_largest_that_fits_up_to_8192
         if estimate_deployment(gemma_path, {}, 1, None, c).without_weights <= budget - held
     ]
     expected = fits[0]
-    second = httpx.post(f"{srv.url}/serving/deploy_model", json={"m_id": model_id, "max_concurrent_requests": 1})
+    second = loopback.post(f"{srv.url}/serving/deploy_model", json={"m_id": model_id, "max_concurrent_requests": 1})
     assert second.status_code == 200, second.text
-    assert httpx.get(f"{srv.url}/serving/deployment/{second.json()}", timeout=30).json()["context_per_slot"] == expected
+    assert (
+        loopback.get(f"{srv.url}/serving/deployment/{second.json()}", timeout=30).json()["context_per_slot"] == expected
+    )
     # The engine is launched with the context chosen at admission.
     dep = _wait_deployed(srv, second.json())
     argv = psutil.Process(int(dep["pid"])).cmdline()

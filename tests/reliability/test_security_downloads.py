@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import loopback
 import pytest
 from conftest import LocalServer, make_server, wait_for
 from fakehub import FakeHub, HubFile
@@ -125,7 +126,7 @@ def _rows(srv: LocalServer, repo: str) -> tuple[list[dict], list[dict]]:
 
 
 def _download(srv: LocalServer, body: dict, timeout: float = 60) -> httpx.Response:
-    return httpx.post(f"{srv.url}/models/download/", json=body, timeout=timeout)
+    return loopback.post(f"{srv.url}/models/download/", json=body, timeout=timeout)
 
 
 def _one_line(detail: object) -> str:
@@ -134,7 +135,7 @@ def _one_line(detail: object) -> str:
 
 
 def _status(srv: LocalServer, file_id: str) -> dict:
-    rows = httpx.get(f"{srv.url}/model_files/download_status/", timeout=30).json()
+    rows = loopback.get(f"{srv.url}/model_files/download_status/", timeout=30).json()
     return next(r for r in rows if r["id"] == file_id)  # type: ignore[no-any-return]
 
 
@@ -152,7 +153,7 @@ def _failed(srv: LocalServer, file_id: str, timeout: float = 30) -> dict:
     try:
         return wait_for(stopped, timeout=timeout, interval=0.1, what="the download to stop")  # type: ignore[no-any-return]
     except AssertionError:
-        httpx.delete(f"{srv.url}/model_files/{file_id}/download", timeout=30)
+        loopback.delete(f"{srv.url}/model_files/{file_id}/download", timeout=30)
         raise
 
 
@@ -173,14 +174,14 @@ def test_a_listing_whose_names_share_a_path_is_refused_with_nothing_left(srv: Lo
         time.sleep(0.3)  # (the old code starts downloads: let them land before looking)
         models, rows = _rows(srv, repo)
         for row in rows:
-            httpx.delete(f"{srv.url}/model_files/{row['id']}/download", timeout=30)
+            loopback.delete(f"{srv.url}/model_files/{row['id']}/download", timeout=30)
     assert models == [] and rows == []
     assert _models(srv) == before
 
 
 def test_a_colliding_listing_is_refused_by_the_file_search_and_the_cli(srv: LocalServer) -> None:
     repo = "hostile/dot-slash-GGUF"
-    resp = httpx.post(f"{srv.url}/model_files/search/", json={"hub": "HubsHf", "model": repo}, timeout=60)
+    resp = loopback.post(f"{srv.url}/model_files/search/", json={"hub": "HubsHf", "model": repo}, timeout=60)
     assert resp.status_code >= 400, resp.text
     assert "same place" in _one_line(resp.json()["detail"])
 
@@ -228,7 +229,7 @@ def test_a_body_longer_than_declared_is_stopped_at_that_size_and_fails(
     served = throttled.bytes_served - served_before
     assert served < size + 12 * MB, served
     record("hostile_body_stopped", case=repo.split("/")[1], declared=size, served=served, seconds=round(elapsed, 2))
-    httpx.delete(f"{srv.url}/models/{row['m_id']}", timeout=30)
+    loopback.delete(f"{srv.url}/models/{row['m_id']}", timeout=30)
 
 
 # --- the disk reserve ---------------------------------------------------------------------------------
@@ -357,7 +358,7 @@ def _import_error(srv: LocalServer, path: str) -> tuple[int, str, str]:
     """(status, detail) of a download and the hub error of a search, for a local path; the path blanked."""
     uri = Path(path).as_uri()
     resp = _download(srv, {"model": uri, "hub": "HubsFile"})
-    found = httpx.post(f"{srv.url}/models/search/", json={"query": uri, "exact": True}, timeout=60).json()
+    found = loopback.post(f"{srv.url}/models/search/", json={"query": uri, "exact": True}, timeout=60).json()
     detail = _one_line(resp.json()["detail"]) if resp.status_code >= 400 else "(accepted)"
     hub_error = str(found.get("hub_error")) if not found.get("results") else "(found)"
     return resp.status_code, detail.replace(path, "PATH"), hub_error.replace(path, "PATH")
@@ -397,7 +398,7 @@ def test_a_url_import_does_not_tell_a_closed_port_from_one_that_answers(srv: Loc
     seen = {}
     for what, url in urls.items():
         resp = _download(srv, {"model": url, "hub": "HubsUrl"})
-        files = httpx.post(f"{srv.url}/model_files/search/", json={"hub": "HubsUrl", "model": url}, timeout=60)
+        files = loopback.post(f"{srv.url}/model_files/search/", json={"hub": "HubsUrl", "model": url}, timeout=60)
         seen[what] = (
             resp.status_code,
             _one_line(resp.json()["detail"]).replace(url, "URL"),

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import loopback
 import pytest
 from conftest import LocalServer, make_server
 from ggufgen import write_tiny_gguf
@@ -52,7 +53,7 @@ def _wait_ping(url: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/ping", timeout=1).status_code in (200, 401):
+            if loopback.get(f"{url}/ping", timeout=1).status_code in (200, 401):
                 return
         except httpx.HTTPError:
             pass
@@ -271,7 +272,7 @@ def test_control_characters_in_names_reach_the_terminal_and_the_log_escaped(srv:
     # A model and file name chosen by someone else (here: a file import through the API, which the
     # CLI's own name parser would refuse); the CLI shows it, the server logs it.
     path = write_tiny_gguf(tmp_path / f"{HOSTILE}.gguf", name="tiny", n_floats=64)
-    resp = httpx.post(f"{srv.url}/models/download/", json={"model": path.as_uri()}, headers=_auth(KEY), timeout=30)
+    resp = loopback.post(f"{srv.url}/models/download/", json={"model": path.as_uri()}, headers=_auth(KEY), timeout=30)
     assert resp.status_code == 200, resp.text
     model_id = resp.json()["model_id"]
     env = {"KAMIWAZA_API_KEY": KEY}
