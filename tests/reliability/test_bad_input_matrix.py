@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import loopback
 import pytest
 from click.testing import CliRunner
 from conftest import TINY_REPO, LocalServer, free_port, start_with_user
@@ -73,14 +73,14 @@ def world(
         r = server.cli("pull", str(path))
         assert r.exit_code == 0, r.stderr
     tiny = next(m for m in server.sdk().models.list_models() if m.name == "tiny-a")
-    tiny_model = httpx.get(f"{server.url}/models/{tiny.id}", timeout=30).json()
-    created = httpx.post(
+    tiny_model = loopback.get(f"{server.url}/models/{tiny.id}", timeout=30).json()
+    created = loopback.post(
         f"{server.url}/models/",
         json={"name": "never-downloaded", "repo_modelId": "kamiwaza-test/never-downloaded"},
         timeout=30,
     )
     assert created.status_code == 200, created.text
-    [config] = httpx.get(f"{server.url}/model_configs/", params={"model_id": str(tiny.id)}, timeout=30).json()
+    [config] = loopback.get(f"{server.url}/model_configs/", params={"model_id": str(tiny.id)}, timeout=30).json()
     d = tmp_path_factory.mktemp("inputs")
     (d / "notjson.json").write_text("this is not JSON {")
     (d / "wrongshape.json").write_text(json.dumps({"hello": "world"}))
@@ -283,8 +283,14 @@ ROUTES = [
 
 def _evil(root: Path) -> list[Path]:
     # The names these cases ask for (evil.gguf, evil-Q4_K_M.gguf) only: the scan covers pytest's whole
-    # base temp, where other modules (and earlier sessions) leave files of their own.
-    return [p for p in root.rglob("evil[.-]*")]
+    # base temp, where other modules (and earlier sessions) leave files of their own. Other workers
+    # delete their homes meanwhile: os.walk passes over a directory that goes away (rglob raises).
+    return [
+        Path(top, name)
+        for top, dirs, files in os.walk(root)
+        for name in dirs + files
+        if name.startswith(("evil.", "evil-"))
+    ]
 
 
 @pytest.mark.parametrize("call", ROUTES)
@@ -304,7 +310,7 @@ def test_route(world: World, call: Call) -> None:
             body["lb_port"] = int(port)
         kwargs["json"] = body
 
-    resp = httpx.request(call.method, url, **kwargs)
+    resp = loopback.request(call.method, url, **kwargs)
 
     assert resp.status_code == call.status, resp.text[:500]
     detail = resp.json()["detail"]
@@ -568,7 +574,7 @@ def test_command(world: World, case: Cmd, tmp_path: Path) -> None:
         finally:
             for dep_id in set(_active(home)) - set(active_before):  # don't let a failure leak engines
                 assert srv is not None
-                httpx.delete(f"{srv.url}/serving/deployment/{dep_id}", timeout=30)
+                loopback.delete(f"{srv.url}/serving/deployment/{dep_id}", timeout=30)
             if case.where == "fresh" and (home / "server.json").exists():
                 _invoke(world.server.env, home, ["server", "stop"], None, None)
             if saved is None:
