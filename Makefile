@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ENGINE := $(VENV)/bin/llama-server
 ENGINE_BUILD := src/kamiwaza_cli/server/engines/build.py
 
-.PHONY: install test coverage demo lint bench bench-install clean docs
+.PHONY: install test durations coverage demo lint bench bench-install clean docs
 
 # The Python packages and the engine build side by side: pip mostly waits on the network.
 install:
@@ -31,11 +31,16 @@ $(ENGINE): $(ENGINE_BUILD) | $(PY)
 # leave while they wait on sleeps and sockets), then the `timing` tests alone, as the machine they
 # assert about. `pytest` on its own runs everything in one process.
 TEST_WORKERS ?= 3
-PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile -m "not timing"
+# Slowest modules first (tests/ordering.py, from tests/durations.json), not xdist's most-tests-first.
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not timing"
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_PARALLEL)
 	$(PY) -m pytest -q -m timing
+
+# Measure how long each module takes in the parallel phase, for the order of the next runs.
+durations: install
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) --store-durations
 
 # Line and branch coverage of the same two phases, servers and CLI subprocesses included.
 # (An absolute data file: servers and engines' parents do not share the test's working directory.)
