@@ -42,8 +42,9 @@ test durations coverage: export PYTHONDONTWRITEBYTECODE =
 # The timing phase collects only the files that mark a test `timing` (collecting them all costs seconds).
 TIMING_FILES = $$(grep -rl "mark\.timing" tests)
 
+# The ten slowest steps are printed, to see where a slow run spent its time.
 test: install
-	$(PY) -m pytest -q $(PYTEST_PARALLEL)
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) --durations=10
 	$(PY) -m pytest -q -m timing $(TIMING_FILES)
 
 # Measure how long each module takes in the parallel phase, for the order of the next runs.
