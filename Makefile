@@ -40,7 +40,7 @@ PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m 
 test durations coverage: export PYTHONDONTWRITEBYTECODE =
 
 # The timing phase collects only the files that mark a test `timing` (collecting them all costs seconds).
-TIMING_FILES = $$(grep -rl "mark\.timing" tests)
+TIMING_FILES = $$(grep -rl --include="*.py" "mark\.timing" tests)
 
 # The ten slowest steps are printed, to see where a slow run spent its time.
 test: install

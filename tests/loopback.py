@@ -34,10 +34,6 @@ def post(url: str, **kwargs: Any) -> httpx.Response:
     return request("POST", url, **kwargs)
 
 
-def put(url: str, **kwargs: Any) -> httpx.Response:
-    return request("PUT", url, **kwargs)
-
-
 def delete(url: str, **kwargs: Any) -> httpx.Response:
     return request("DELETE", url, **kwargs)
 
